@@ -1,0 +1,1 @@
+"""alerting — to be built (see the issues)."""

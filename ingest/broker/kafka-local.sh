@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# A throw-away single-node Apache Kafka (KRaft) broker on 127.0.0.1, assembled from Maven Central.
+#
+#   kafka-local.sh libs                 fetch the broker jars once (cached outside the work tree)
+#   kafka-local.sh start                fetch if needed, format on first start, start, wait until ready
+#   kafka-local.sh stop                 SIGTERM, wait, SIGKILL after 30 s
+#   kafka-local.sh kill                 SIGKILL (crash tests)
+#   kafka-local.sh status               exit 0 when the broker answers
+#   kafka-local.sh topic NAME [PARTS]   create a topic (idempotent)
+#   kafka-local.sh wipe                 stop and delete the data directory
+#
+# Environment (all optional):
+#   KAFKA_VERSION      broker version from Maven Central            (default 4.1.1)
+#   KAFKA_PORT         PLAINTEXT listener port                      (default 9092)
+#   KAFKA_HOME         run dir: data, logs, pid, server.properties  (default /var/tmp/spendlake-kafka-$KAFKA_PORT)
+#   KAFKA_LIBS         jar cache                                    (default ~/.cache/spendlake/kafka-$KAFKA_VERSION/libs)
+#   KAFKA_HEAP_OPTS    JVM heap                                     (default -Xms256m -Xmx512m)
+#
+# Ready means the broker logged "Kafka Server started" AND answers a metadata request: an open
+# port alone is not enough (the controller may still be electing itself).
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+VERSION="${KAFKA_VERSION:-4.1.1}"
+PORT="${KAFKA_PORT:-9092}"
+CPORT="$((PORT + 1))"
+RUN="${KAFKA_HOME:-/var/tmp/spendlake-kafka-$PORT}"
+LIBS="${KAFKA_LIBS:-${XDG_CACHE_HOME:-$HOME/.cache}/spendlake/kafka-$VERSION/libs}"
+DATA="$RUN/data"; LOGS="$RUN/logs"; PIDF="$RUN/kafka.pid"; OUT="$LOGS/kafkaServer.out"
+CONF="$RUN/server.properties"
+BOOT="127.0.0.1:$PORT"
+JAVA="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
+CP="$LIBS/*"
+
+say() { echo "kafka-local: $*" >&2; }
+tool() { "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" -cp "$CP" "$@"; }
+running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+
+fetch_libs() {
+  if [ -f "$LIBS/.complete" ]; then return 0; fi
+  command -v mvn >/dev/null || { say "Maven (mvn) is needed to fetch the broker jars"; exit 1; }
+  say "fetching Apache Kafka $VERSION jars from Maven Central into $LIBS"
+  mkdir -p "$LIBS"
+  mvn -B -q -f "$HERE/pom.xml" -Dkafka.version="$VERSION" \
+    org.apache.maven.plugins:maven-dependency-plugin:3.6.1:copy-dependencies \
+    -DincludeScope=runtime -DoutputDirectory="$LIBS" >&2
+  ls "$LIBS"/kafka_2.13-"$VERSION".jar >/dev/null
+  touch "$LIBS/.complete"
+}
+
+write_conf() {
+  mkdir -p "$RUN" "$LOGS"
+  sed -e "s#@PORT@#$PORT#g" -e "s#@CPORT@#$CPORT#g" -e "s#@DATA@#$DATA#g" \
+    "$HERE/server.properties.in" >"$CONF"
+}
+
+format_once() {
+  if [ -f "$DATA/meta.properties" ]; then return 0; fi
+  mkdir -p "$DATA"
+  local cid; cid="$(tool kafka.tools.StorageTool random-uuid)"
+  tool kafka.tools.StorageTool format -t "$cid" -c "$CONF" >&2
+}
+
+answers() {
+  tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" --list >/dev/null 2>&1
+}
+
+start() {
+  if running; then say "already running (pid $(cat "$PIDF")) on $BOOT"; return 0; fi
+  fetch_libs; write_conf; format_once
+  : >"$OUT"
+  # setsid: the broker must not die with the shell or test process that started it.
+  setsid nohup "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
+    -Dkafka.logs.dir="$LOGS" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
+    -cp "$CP" kafka.Kafka "$CONF" >"$OUT" 2>&1 </dev/null &
+  echo $! >"$PIDF"
+  for _ in $(seq 1 240); do                                   # up to 120 s
+    if grep -q 'Kafka Server started' "$OUT" 2>/dev/null && answers; then
+      say "ready on $BOOT (pid $(cat "$PIDF"), data $DATA)"; return 0
+    fi
+    running || { say "broker died during start:"; tail -40 "$OUT" >&2; exit 1; }
+    sleep 0.5
+  done
+  say "timed out waiting for the broker:"; tail -40 "$OUT" >&2; exit 1
+}
+
+stop() {
+  running || { rm -f "$PIDF"; return 0; }
+  local pid; pid="$(cat "$PIDF")"
+  kill -TERM "$pid" 2>/dev/null || true
+  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
+  rm -f "$PIDF"; say "stopped"
+}
+
+case "${1:-}" in
+  libs) fetch_libs; echo "$LIBS" ;;
+  start) start ;;
+  stop) stop ;;
+  kill) running && kill -KILL "$(cat "$PIDF")"; sleep 0.5; rm -f "$PIDF" ;;
+  status) running && answers ;;
+  topic)
+    tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" \
+      --create --if-not-exists --topic "$2" --partitions "${3:-1}" --replication-factor 1 >&2 ;;
+  wipe) stop; rm -rf "$DATA" ;;
+  -h|--help|help|"") sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] ;;
+  *) say "unknown command: $1 (try --help)"; exit 2 ;;
+esac

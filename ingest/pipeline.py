@@ -1,0 +1,237 @@
+"""decode → price → batch → write Parquet: the part of ingest both sources share.
+
+A source (Kafka or files) hands records to `Pipeline.add` with their position; the pipeline keeps
+one buffer per (stream, partition) and, on `flush()`, turns each buffer into one lake batch:
+columns built once per batch, priced once per batch, committed atomically by `Lake.commit`.
+`flush()` returns the committed positions; only then may a source commit its offsets.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest.adapters import redact
+from ingest.decode import MAX_RECORD_BYTES, ROW_FIELDS, Row, decode
+from ingest.errors import BadRecord, LakeConflict
+from ingest.lake import Lake, Manifest
+from ingest.schema import DEAD_LETTER_SCHEMA, EVENT_SCHEMA, LAKE_SCHEMA, TS
+from pricing import Catalog, price_table
+
+log = logging.getLogger("spendlake.ingest")
+
+DEAD_RAW_KEEP = 65_536  # an oversized record keeps its first 64 KiB as evidence
+DEAD_LOG_PER_FLUSH = 20  # each dead letter is logged once; past this, a count per flush
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """When a micro-batch is cut: whichever comes first."""
+
+    max_records: int = 50_000
+    max_bytes: int = 32 * 1024 * 1024
+    max_age_s: float = 5.0
+
+
+@dataclass
+class Stats:
+    events: int = 0
+    dead_letters: int = 0
+    unpriced: int = 0
+    batches: int = 0
+    conflicts: int = 0
+
+
+@dataclass
+class _Buffer:
+    topic: str  # the label stored in rows: Kafka topic or "file:<name>"
+    partition: int
+    rows: list[Row] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    dead: list[tuple[int, bytes | None, bytes, str, str]] = field(default_factory=list)
+    first: int = -1
+    last: int = -1
+
+
+@dataclass(frozen=True)
+class Committed:
+    stream: str
+    partition: int
+    next_offset: int  # what a Kafka commit should say: last offset + 1
+    manifest: Manifest | None  # None when the batch conflicted and was discarded
+
+
+class Pipeline:
+    """Buffers records per partition and writes them to the lake in batches."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        catalog: Catalog,
+        *,
+        limits: BatchLimits = BatchLimits(),
+        pricing_policy: str = "catalog_first",
+        clock: Callable[[], float] = time.time,
+        on_dead_letter: Callable[[pa.Table], None] | None = None,
+    ) -> None:
+        self.lake = lake
+        self.catalog = catalog
+        self.limits = limits
+        self.pricing_policy = pricing_policy
+        self.clock = clock
+        self.on_dead_letter = on_dead_letter
+        self.stats = Stats()
+        self._buffers: dict[tuple[str, int], _Buffer] = {}
+        self._records = 0
+        self._bytes = 0
+        self._opened_at: float | None = None
+
+    # --- intake ----------------------------------------------------------------------------
+
+    def add(
+        self, stream: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
+    ) -> None:
+        """One record at its position. Never raises for bad data: that becomes a dead letter."""
+        buf = self._buffers.get((stream, partition))
+        if buf is None:
+            buf = self._buffers[(stream, partition)] = _Buffer(topic, partition)
+        if buf.first < 0:
+            buf.first = offset
+        buf.last = offset
+        raw = value if value is not None else b""
+        try:
+            buf.rows.append(decode(raw))
+            buf.offsets.append(offset)
+        except BadRecord as exc:
+            buf.dead.append((offset, key, raw, exc.field, str(exc)))
+        self._records += 1
+        self._bytes += len(raw)
+        if self._opened_at is None:
+            self._opened_at = self.clock()
+
+    def should_flush(self) -> bool:
+        if not self._records:
+            return False
+        lim = self.limits
+        return (
+            self._records >= lim.max_records
+            or self._bytes >= lim.max_bytes
+            or self.clock() - (self._opened_at or 0.0) >= lim.max_age_s
+        )
+
+    def pending(self) -> int:
+        return self._records
+
+    def drop(self, stream: str, partition: int) -> None:
+        """Forget what is buffered for a partition (it was revoked and not flushed)."""
+        buf = self._buffers.pop((stream, partition), None)
+        if buf is not None:
+            self._records -= len(buf.rows) + len(buf.dead)
+
+    # --- output ----------------------------------------------------------------------------
+
+    def flush(self, only: set[tuple[str, int]] | None = None) -> list[Committed]:
+        """Write every buffered partition (or just `only`) to the lake, one batch each."""
+        done: list[Committed] = []
+        now = self.clock()
+        logged = 0
+        for key in list(self._buffers):
+            if only is not None and key not in only:
+                continue
+            buf = self._buffers.pop(key)
+            stream, partition = key
+            events, dates = self._event_table(buf, now)
+            dead = self._dead_table(buf, partition, now) if buf.dead else None
+            try:
+                manifest = self.lake.commit(
+                    stream, partition, buf.first, buf.last, events, dates, dead,
+                    _utc_date(now),
+                )  # fmt: skip
+            except LakeConflict as exc:
+                log.warning("%s", exc)
+                self.stats.conflicts += 1
+                done.append(Committed(stream, partition, buf.last + 1, None))
+                continue
+            self.stats.batches += 1
+            self.stats.events += events.num_rows
+            self.stats.unpriced += pc.sum(pc.equal(events["cost_source"], "unpriced")).as_py() or 0
+            self.stats.dead_letters += len(buf.dead)
+            for offset, _, _, _, error in buf.dead:
+                if logged < DEAD_LOG_PER_FLUSH:
+                    log.warning("dead letter %s[%d]@%d: %s", buf.topic, partition, offset, error)
+                logged += 1
+            if dead is not None and self.on_dead_letter is not None:
+                self.on_dead_letter(dead)
+            done.append(Committed(stream, partition, buf.last + 1, manifest))
+        if logged > DEAD_LOG_PER_FLUSH:
+            log.warning("... and %d more dead letters in this flush", logged - DEAD_LOG_PER_FLUSH)
+        self._records = sum(len(b.rows) + len(b.dead) for b in self._buffers.values())
+        self._bytes = 0 if not self._records else self._bytes
+        self._opened_at = None if not self._records else self._opened_at
+        if not gc.isenabled():
+            gc.collect()  # the process runs with automatic GC off (see cli); buffers just died
+        return done
+
+    def _event_table(self, buf: _Buffer, now: float) -> tuple[pa.Table, pa.Array | None]:
+        n = len(buf.rows)
+        if not n:
+            return LAKE_SCHEMA.empty_table(), None
+        cols = list(zip(*buf.rows))
+        arrays = [pa.array(col, type=f.type) for col, f in zip(cols, EVENT_SCHEMA)]
+        events = pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+        costs = price_table(events, self.catalog, policy=self.pricing_policy)
+        source = [
+            pa.array([buf.topic] * n, pa.string()),
+            pa.array([buf.partition] * n, pa.int32()),
+            pa.array(buf.offsets, pa.int64()),
+            pa.array([int(now * 1000)] * n, TS),
+        ]
+        table = pa.Table.from_arrays(arrays + costs.columns + source, schema=LAKE_SCHEMA)
+        dates = pc.strftime(events["timestamp"], format="%Y-%m-%d")
+        return table, dates
+
+    def _dead_table(self, buf: _Buffer, partition: int, now: float) -> pa.Table:
+        raws = [_evidence(raw) for _, _, raw, _, _ in buf.dead]
+        return pa.Table.from_pydict(
+            {
+                "source_topic": [buf.topic] * len(buf.dead),
+                "source_partition": [partition] * len(buf.dead),
+                "source_offset": [d[0] for d in buf.dead],
+                "key": [d[1] for d in buf.dead],
+                "raw": raws,
+                "raw_bytes": [len(d[2]) for d in buf.dead],
+                "field": [d[3] for d in buf.dead],
+                "error": [d[4] for d in buf.dead],
+                "failed_at": [int(now * 1000)] * len(buf.dead),
+            },
+            schema=DEAD_LETTER_SCHEMA,
+        )
+
+
+def _evidence(raw: bytes) -> bytes:
+    """What a dead letter keeps of the record: its bytes, minus prompt and response text."""
+    if len(raw) > MAX_RECORD_BYTES:
+        return raw[:DEAD_RAW_KEEP]
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if isinstance(obj, dict):
+        cleaned = redact(obj)
+        if cleaned != obj:
+            return orjson.dumps(cleaned)
+    return raw
+
+
+def _utc_date(epoch_s: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch_s))
+
+
+__all__ = ["BatchLimits", "Committed", "Pipeline", "Stats", "ROW_FIELDS"]

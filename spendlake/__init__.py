@@ -1,0 +1,1 @@
+"""spendlake: what joins the packages — the `spendlake` command and the settings object."""

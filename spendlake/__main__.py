@@ -1,0 +1,3 @@
+from spendlake.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The settings object: `spendlake.toml` (contract 3), overridden by SPENDLAKE_* variables,
+overridden by command-line flags.
+
+Validation collects every problem and reports them in one `ConfigError`, so a file with five
+mistakes is fixed in one round. Secrets are never values here: the config names the variable or
+file that holds them (`sasl_password_env`, `url_env`, ...), and they are read only where used.
+
+Sections owned by other parts (budgets, alerts, channels) are kept raw in `Settings.raw` for
+their own validators.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ingest.errors import SpendlakeError
+
+# (section, key) → (type, default). Env override: SPENDLAKE_<SECTION>_<KEY>, e.g.
+# SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS, SPENDLAKE_LAKE_PATH.
+SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
+    ("kafka", "bootstrap_servers"): (str, "127.0.0.1:9092"),
+    ("kafka", "topic"): (str, "llm-usage"),
+    ("kafka", "group_id"): (str, "spendlake"),
+    ("kafka", "dead_letter_topic"): (str, ""),
+    ("kafka", "security_protocol"): (str, "PLAINTEXT"),
+    ("kafka", "sasl_mechanism"): (str, ""),
+    ("kafka", "sasl_username"): (str, ""),
+    ("kafka", "sasl_password_env"): (str, ""),
+    ("kafka", "ssl_cafile"): (str, ""),
+    ("lake", "path"): (str, "./lake"),
+    ("lake", "timezone"): (str, "UTC"),
+    ("pricing", "catalog"): (str, "builtin"),
+    ("pricing", "policy"): (str, "catalog_first"),
+    ("ingest", "batch_max_records"): (int, 50_000),
+    ("ingest", "batch_max_bytes"): (int, 32 * 1024 * 1024),
+    ("ingest", "batch_max_age"): (float, 5.0),
+    ("metrics", "listen"): (str, "127.0.0.1:9464"),
+}
+POLICIES = ("catalog_first", "reported_first")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+class ConfigError(SpendlakeError):
+    """Every problem of a configuration, one per line."""
+
+    def __init__(self, problems: list[str], source: str = "configuration") -> None:
+        self.problems = problems
+        super().__init__(
+            f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class Settings:
+    values: dict[tuple[str, str], Any]
+    raw: dict[str, Any] = field(default_factory=dict)
+    source: str = "defaults"
+
+    def get(self, section: str, key: str) -> Any:
+        return self.values[(section, key)]
+
+    def with_overrides(self, overrides: dict[tuple[str, str], Any]) -> Settings:
+        merged = dict(self.values)
+        merged.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(self, values=merged)
+
+    def kafka_security(self) -> tuple[tuple[str, str], ...]:
+        """kafka-python keyword arguments for SASL/SSL; the password is read from its variable."""
+        out: list[tuple[str, str]] = []
+        proto = self.get("kafka", "security_protocol")
+        if proto != "PLAINTEXT":
+            out.append(("security_protocol", proto))
+        for key in ("sasl_mechanism", "sasl_username", "ssl_cafile"):
+            kp = {"sasl_username": "sasl_plain_username"}.get(key, key)
+            if self.get("kafka", key):
+                out.append((kp, self.get("kafka", key)))
+        env = self.get("kafka", "sasl_password_env")
+        if env:
+            out.append(("sasl_plain_password", os.environ.get(env, "")))
+        return tuple(out)
+
+
+def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
+    """Defaults ← TOML file (if given) ← SPENDLAKE_* environment. Raises ConfigError."""
+    env = dict(os.environ) if env is None else env
+    problems: list[str] = []
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = path
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError([f"file not found: {path}"], "--config") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([f"not valid TOML: {exc}"], path) from None
+    values: dict[tuple[str, str], Any] = {}
+    for (section, key), (typ, default) in SCALARS.items():
+        value = raw.get(section, {}).get(key, default) if isinstance(raw.get(section), dict) else default
+        env_name = f"SPENDLAKE_{section.upper()}_{key.upper()}"
+        if env_name in env:
+            value = env[env_name]
+            if typ is not str:
+                try:
+                    value = typ(value)
+                except ValueError:
+                    problems.append(f"{env_name}: got {value!r}, expected {typ.__name__}")
+                    continue
+        if typ is float and type(value) is int:
+            value = float(value)
+        if type(value) is not typ:
+            problems.append(f"[{section}] {key}: got {value!r}, expected {typ.__name__}")
+            continue
+        values[(section, key)] = value
+    for section in ("kafka", "lake", "pricing", "ingest", "metrics"):
+        sec = raw.get(section, {})
+        if not isinstance(sec, dict):
+            problems.append(f"[{section}]: expected a table, got {sec!r}")
+            continue
+        for key in sec:
+            if (section, key) not in SCALARS:
+                known = ", ".join(k for s, k in SCALARS if s == section)
+                problems.append(f"[{section}] {key}: unknown key (known: {known})")
+    problems += check(values)
+    if problems:
+        raise ConfigError(problems, source)
+    return Settings(values, raw, source)
+
+
+def check(values: dict[tuple[str, str], Any]) -> list[str]:
+    problems = []
+    if values.get(("pricing", "policy"), POLICIES[0]) not in POLICIES:
+        problems.append(f"[pricing] policy: got {values[('pricing', 'policy')]!r}, expected one of {POLICIES}")
+    proto = values.get(("kafka", "security_protocol"), "PLAINTEXT")
+    if proto not in SECURITY_PROTOCOLS:
+        problems.append(f"[kafka] security_protocol: got {proto!r}, expected one of {SECURITY_PROTOCOLS}")
+    for key in ("batch_max_records", "batch_max_bytes", "batch_max_age"):
+        v = values.get(("ingest", key))
+        if v is not None and v <= 0:
+            problems.append(f"[ingest] {key}: got {v!r}, expected a number > 0")
+    servers = values.get(("kafka", "bootstrap_servers"), "")
+    for hp in servers.split(","):
+        host, _, port = hp.strip().rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"[kafka] bootstrap_servers: got {hp!r}, expected HOST:PORT[,HOST:PORT...]")
+    return problems

@@ -1,0 +1,204 @@
+"""Shared fixtures: a real Kafka broker (our own ingest/broker/kafka-local.sh), real lakes.
+
+The broker fixture FAILS (never skips) when the broker cannot start: a test that needs Kafka and
+cannot have it is a failed test. It listens on SPENDLAKE_TEST_KAFKA_PORT (default 19092) so a
+user's own broker or demo on 9092 is left alone, and its data lives in a fresh directory.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BROKER_SCRIPT = ROOT / "ingest" / "broker" / "kafka-local.sh"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_data(sub: str) -> Path:
+    """A folder of ../shared/data: present in CI (must be used), absent in a user's clone (skip)."""
+    path = SHARED_DATA / sub
+    if not path.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{path} is missing, and CI must run the tests that read it")
+        pytest.skip(f"../shared/data/{sub} not present (a user's clone)")
+    return path
+
+
+class Broker:
+    def __init__(self, port: int, home: Path) -> None:
+        self.port = port
+        self.home = home
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_HOME": str(home)}
+
+    def script(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["bash", str(BROKER_SCRIPT), *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def start(self) -> None:
+        r = self.script("start")
+        if r.returncode != 0:
+            pytest.fail(f"the Kafka broker did not start (is Java 17 installed?):\n{r.stderr[-3000:]}")
+
+    def stop(self) -> None:
+        self.script("stop")
+
+    def create_topic(self, name: str, partitions: int = 1) -> str:
+        from kafka.admin import KafkaAdminClient, NewTopic
+
+        admin = KafkaAdminClient(bootstrap_servers=self.bootstrap)
+        try:
+            admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            admin.close()
+        return name
+
+    def produce(self, topic: str, values: list[bytes], keys: list[bytes | None] | None = None,
+                partition: int | None = None) -> None:  # fmt: skip
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=self.bootstrap, linger_ms=5, max_request_size=4 << 20, acks="all")
+        try:
+            for i, value in enumerate(values):
+                producer.send(topic, value=value, key=None if keys is None else keys[i], partition=partition)
+            producer.flush()
+        finally:
+            producer.close()
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        c = KafkaConsumer(bootstrap_servers=self.bootstrap)
+        try:
+            parts = c.partitions_for_topic(topic) or set()
+            ends = c.end_offsets([TopicPartition(topic, p) for p in parts])
+            return {tp.partition: off for tp, off in ends.items()}
+        finally:
+            c.close()
+
+    def committed(self, topic: str, group: str) -> dict[int, int | None]:
+        from kafka import KafkaConsumer, TopicPartition
+
+        c = KafkaConsumer(bootstrap_servers=self.bootstrap, group_id=group, enable_auto_commit=False)
+        try:
+            parts = c.partitions_for_topic(topic) or set()
+            return {p: c.committed(TopicPartition(topic, p)) for p in parts}
+        finally:
+            c.close()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[Broker]:
+    port = int(os.environ.get("SPENDLAKE_TEST_KAFKA_PORT", "19092"))
+    home = Path(f"/var/tmp/spendlake-test-kafka-{port}")
+    broker = Broker(port, home)
+    broker.stop()
+    shutil.rmtree(home, ignore_errors=True)
+    broker.start()
+    yield broker
+    broker.stop()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def topic_name() -> str:
+    return f"t-{uuid.uuid4().hex[:8]}-{next(_counter)}"
+
+
+def event(i: int, **over: Any) -> dict[str, Any]:
+    """A realistic canonical event, deterministic in i."""
+    models = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("openai", "gpt-4o-mini")]
+    provider, model = models[i % len(models)]
+    inp = 500 + (i * 37) % 9000
+    e: dict[str, Any] = {
+        "event_id": f"evt-{i:09d}",
+        "timestamp": 1764331200000 + i * 1000,
+        "provider": provider,
+        "model": model,
+        "input_tokens": inp,
+        "output_tokens": 50 + (i * 13) % 900,
+        "cached_input_tokens": inp // 4,
+        "virtual_key": f"vk-{i % 17}",
+        "team": f"team-{i % 5}",
+        "latency_ms": 100.0 + i % 700,
+    }
+    e.update(over)
+    return e
+
+
+def events_bytes(n: int, start: int = 0) -> list[bytes]:
+    return [orjson.dumps(event(i)) for i in range(start, start + n)]
+
+
+def lake_rows(lake: Path, sql: str = "select * from ev") -> list[tuple[Any, ...]]:
+    files = list((lake / "events").glob("date=*/*.parquet"))
+    con = duckdb.connect()
+    if not files:
+        return []
+    con.execute(f"create view ev as select * from read_parquet('{lake}/events/*/*.parquet', hive_partitioning=true)")
+    return con.execute(sql).fetchall()
+
+
+def dead_rows(lake: Path, sql: str = "select * from dl") -> list[tuple[Any, ...]]:
+    if not list((lake / "dead_letter").glob("date=*/*.parquet")):
+        return []
+    con = duckdb.connect()
+    con.execute(f"create view dl as select * from read_parquet('{lake}/dead_letter/*/*.parquet')")
+    return con.execute(sql).fetchall()
+
+
+def spendlake(*args: str, input: bytes | None = None, timeout: float = 300, check: bool = False
+              ) -> subprocess.CompletedProcess[bytes]:  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "spendlake", *args], input=input, capture_output=True, timeout=timeout, cwd=ROOT
+    )
+    if check and r.returncode != 0:
+        raise AssertionError(f"spendlake {' '.join(args)} exited {r.returncode}:\n{r.stderr.decode()[-3000:]}")
+    return r
+
+
+_background: list[subprocess.Popen[bytes]] = []
+
+
+def spendlake_bg(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    """A spendlake process in the background; killed at the end of the test if still running."""
+    fh = open(log, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "spendlake", *args], stdout=fh, stderr=fh, cwd=ROOT)
+    _background.append(proc)
+    return proc
+
+
+@pytest.fixture(autouse=True)
+def _reap_background() -> Iterator[None]:
+    yield
+    while _background:
+        proc = _background.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(30)
+
+
+def wait_for(pred: Any, timeout: float, what: str, every: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
