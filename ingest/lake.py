@@ -124,6 +124,7 @@ class Lake:
         name = data_name(stream, partition, first, last)
         token = uuid.uuid4().hex[:12]
         staged: list[tuple[Path, Path]] = []  # (temp, final)
+        committed = False
         try:
             if events.num_rows:
                 assert events_date is not None
@@ -146,11 +147,13 @@ class Lake:
                         f"up to {held}; this batch is stale and is discarded"
                     )
                 self._write_manifest(mdir, manifest, staged)
+                committed = True
                 self._publish(staged)
             return manifest
         except BaseException:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+            if not committed:  # after the manifest, the temps are the batch: recover() needs them
+                for tmp, _ in staged:
+                    tmp.unlink(missing_ok=True)
             raise
 
     def recover(self) -> int:

@@ -56,6 +56,15 @@ def build_parser() -> Parser:
     pr.add_argument("--catalog", default="builtin", help="'builtin' or a LiteLLM-format JSON price file")
     pr.add_argument("--policy", default="catalog_first", choices=settings_mod.POLICIES,
                     help="which cost wins when the event carries its own cost_usd")
+
+    demo = sub.add_parser("demo", help="run a month of synthetic traffic through Kafka into a lake and show the spend",
+                          description="Start a local Kafka broker, produce a month of synthetic LLM usage (one agent runs "
+                          "away mid-month), ingest it exactly once into a Parquet lake, and show where the money went.")
+    demo.add_argument("--events", type=int, default=50_000, help="how many usage events (default 50000)")
+    demo.add_argument("--lake", default="./demo-lake", help="lake directory (default ./demo-lake)")
+    demo.add_argument("--no-kafka", action="store_true", help="no broker: the same story through the file source")
+    demo.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this running broker instead of starting one")
+    demo.add_argument("--keep-broker", action="store_true", help="leave the demo broker running afterwards")
     return p
 
 
@@ -74,6 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from spendlake.price_cmd import run as run_price
 
             return run_price(args.catalog, args.policy, sys.stdin.buffer, sys.stdout.buffer)
+        if args.verb == "demo":
+            from spendlake.demo import run as run_demo
+
+            return run_demo(args.events, args.lake, args.no_kafka, args.bootstrap_servers, args.keep_broker)
     except settings_mod.ConfigError as exc:
         sys.stderr.write(f"spendlake: {exc}\n")
         return EXIT_USAGE

@@ -1,1 +1,1 @@
-"""sql — to be built (see the issues)."""
+"""SQL views over the lake (shipped as sql/*.sql inside the package) — see the rollups issue."""

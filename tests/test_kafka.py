@@ -193,7 +193,7 @@ def test_bad_input_corpus_mixed_into_good_traffic(kafka: Broker, topic_name: str
         assert values[offset] == raw
     # each dead letter is logged once, on stderr, with its position
     stderr = r.stderr.decode()
-    assert stderr.count("dead letter") == len(BAD_RECORDS)
+    assert stderr.count("spendlake: dead letter ") == len(BAD_RECORDS)
     # and produced to the dead-letter topic
     assert sum(kafka.end_offsets(f"{topic_name}-dlq").values()) == len(BAD_RECORDS)
 
