@@ -54,20 +54,19 @@ def write_events(n: int, path: Path, seed: int = 42) -> int:
     latency = (150 + out * rng.uniform(8, 25, n)).round(1).tolist()
     status = rng.random(n)
     env, feat = rng.random(n), rng.integers(0, 6, n).tolist()
-    inp_l, out_l, cached_l, write_l, reasoning_l = (
-        inp.tolist(), out.tolist(), cached.tolist(), write.tolist(), (out * rng.uniform(0.3, 0.9, n)).astype(int).tolist()
-    )
+    reasoning = (out * rng.uniform(0.3, 0.9, n)).astype(int)
+    inp_l, out_l, cached_l, write_l, reasoning_l = (x.tolist() for x in (inp, out, cached, write, reasoning))
     features = ["chat", "search", "summarize", "agent", "codegen", "classify"]
     total = 0
     dumps = orjson.dumps
     with path.open("wb", buffering=8 * MiB) as fh:
         for i in range(n):
             provider, name, _, reasons = MODELS[model[i]]
-            team = vk[i] % 60  # the hierarchy is fixed: key → team → customer
+            key, team = f"vk-{vk[i]:05d}", vk[i] % 60  # the hierarchy is fixed: key → team → customer
             e: dict[str, object] = {
                 "event_id": str(uuid.uuid4()), "timestamp": ts[i], "provider": provider, "model": name,
                 "input_tokens": inp_l[i], "output_tokens": out_l[i],
-                "virtual_key": f"vk-{vk[i]:05d}", "team": f"team-{team:02d}", "customer": f"customer-{team % 10}",
+                "virtual_key": key, "team": f"team-{team:02d}", "customer": f"customer-{team % 10}",
                 "latency_ms": latency[i], "status": "success", "status_code": 200,
             }
             if cached_l[i]:
@@ -82,7 +81,7 @@ def write_events(n: int, path: Path, seed: int = 42) -> int:
                 e["tags"] = {"env": "prod" if env[i] < 0.4 else "staging", "feature": features[feat[i]]}
             value = dumps(e)
             total += len(value)
-            fh.write(b"%s\t%s\n" % (e["virtual_key"].encode(), value))  # type: ignore[union-attr]
+            fh.write(b"%s\t%s\n" % (key.encode(), value))
     return total
 
 
@@ -102,22 +101,34 @@ def poll_only(bootstrap: str, topic: str, n: int) -> None:
     print(seen, raw)
 
 
-def timed_child(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> tuple[float, float, int, float]:
-    """Runs cmd; returns (start epoch, wall s, exit code, peak RSS MB). os.wait4 gives the rusage of
-    this one child (and its descendants), not RUSAGE_CHILDREN's max over everything run before."""
+def timed_child(cmd: list[str], log: Path, timeout: float) -> tuple[float, float, int, float]:
+    """Runs cmd; returns (start epoch, wall s, exit code, peak RSS MiB). os.wait4 gives the rusage of
+    this one child (and its descendants), not RUSAGE_CHILDREN's max over everything run before.
+    A child past the timeout is killed (exit code -9): a stuck reader must fail the bench, not hang it."""
     with log.open("wb") as fh:
         start, t0 = time.time(), time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
-        _, status, ru = os.wait4(proc.pid, 0)
+        proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        while True:
+            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() - t0 > timeout:
+                proc.kill()
+            time.sleep(0.002)  # polling granularity is part of the timing: keep it small
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return start, wall, proc.returncode, ru.ru_maxrss / 1024  # ru_maxrss is KiB on Linux
+    return start, wall, proc.returncode, ru.ru_maxrss / 1024  # KiB on Linux → MiB
+
+
+def killed(rc: int, limit: float) -> str:
+    return f" (killed after the {limit:.0f} s timeout; see --timeout)" if rc == -9 else ""
 
 
 def kcat_version() -> str:
     out = subprocess.run([KCAT, "-V"], capture_output=True, text=True).stdout
-    line = next((ln for ln in out.splitlines() if ln.startswith("Version")), "version ?")
-    return line.split("(")[0].removeprefix("Version ").strip() + (" (librdkafka " + line.split("librdkafka ")[1].split()[0] + ")" if "librdkafka " in line else "")
+    line = next((ln for ln in out.splitlines() if ln.startswith("Version")), "Version ?")
+    rdkafka = line.split("librdkafka ")[1].split()[0] if "librdkafka " in line else "?"
+    return f"{line.split('(')[0].removeprefix('Version ').strip()} (librdkafka {rdkafka})"
 
 
 def check(ok: bool, what: str, log: Path | None = None) -> None:
@@ -133,7 +144,8 @@ def main() -> int:
     p.add_argument("--bootstrap-servers", help="use this broker (default: start our own on 127.0.0.1:29092)")
     p.add_argument("--keep-broker", action="store_true", help="leave the broker we started running")
     p.add_argument("--topic", help="topic name (default a fresh one)")
-    p.add_argument("--skip-produce", action="store_true", help="the topic already holds the events (use with --topic)")
+    p.add_argument("--skip-produce", action="store_true", help="reuse --topic as it is (N = the events it holds)")
+    p.add_argument("--timeout", type=float, help="kill a reader after this long (default 120 s + 1 s per 1000 events)")
     p.add_argument("--_poll", nargs=3, help=argparse.SUPPRESS)  # internal: the (a) child
     args = p.parse_args()
     if args._poll:
@@ -156,7 +168,8 @@ def main() -> int:
             t = time.perf_counter()
             r = subprocess.run(BROKER + ["start"], env=BROKER_ENV, capture_output=True, text=True)
             check(r.returncode == 0, f"broker start:\n{r.stderr[-2000:]}")
-            print(f"broker: own, {bootstrap}, started in {time.perf_counter() - t:.1f} s")
+            how = "already running" if "already running" in r.stderr else f"started in {time.perf_counter() - t:.1f} s"
+            print(f"broker: own, {bootstrap}, {how}")
         n, raw_bytes = args.events, 0
         if not args.skip_produce:
             from kafka.admin import KafkaAdminClient, NewTopic
@@ -185,14 +198,16 @@ def main() -> int:
             check(n > 0, f"topic {topic} is empty or missing")
             print(f"topic: {topic} holds {n:,} events (--events ignored)")
 
+        limit = args.timeout or 120 + n / 1000
         # (a) the Python client's ceiling: same fetch sizes as ingest, no decoding, no lake
-        _, a_s, rc, a_rss = timed_child([sys.executable, __file__, "--_poll", bootstrap, topic, str(n)], work / "a.log")
-        check(rc == 0, "kafka-python poll loop", work / "a.log")
+        poll = [sys.executable, __file__, "--_poll", bootstrap, topic, str(n)]
+        _, a_s, rc, a_rss = timed_child(poll, work / "a.log", limit)
+        check(rc == 0, f"kafka-python poll loop exited {rc}{killed(rc, limit)}", work / "a.log")
         raw_bytes = raw_bytes or int((work / "a.log").read_text().split()[-1])
         # (b) librdkafka's ceiling; -c n exits as soon as all n are read, -e if fewer exist
         _, b_s, rc, _ = timed_child([KCAT, "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q",
-                                     "-c", str(n), "-f", r"%o\n"], work / "b.out")
-        check(rc == 0, "kcat consume", work / "b.out")
+                                     "-c", str(n), "-f", r"%o\n"], work / "b.out", limit)
+        check(rc == 0, f"kcat consume exited {rc}{killed(rc, limit)}", work / "b.out")
         b_n = sum(1 for _ in (work / "b.out").open("rb"))
         (work / "b.out").unlink()
         check(b_n == n, f"kcat read {b_n:,} records, expected {n:,}")
@@ -201,8 +216,8 @@ def main() -> int:
         start, c_wall, rc, c_rss = timed_child(
             [sys.executable, "-m", "spendlake", "ingest", "--bootstrap-servers", bootstrap, "--topic", topic,
              "--group", f"bench-{uuid.uuid4().hex[:8]}", "--lake", str(lake), "--exit-when-idle", str(idle), "--quiet"],
-            work / "c.log")
-        check(rc == 0, f"spendlake ingest exited {rc}", work / "c.log")
+            work / "c.log", limit)
+        check(rc == 0, f"spendlake ingest exited {rc}{killed(rc, limit)}", work / "c.log")
         manifests = list((lake / "_manifests").glob("**/*.json"))
         check(bool(manifests), "spendlake ingest wrote no manifest", work / "c.log")
         # the last manifest is the last commit point: the time the lake held everything
@@ -211,7 +226,7 @@ def main() -> int:
         con = duckdb.connect()
         rows, ids = con.execute(f"select count(*), count(distinct event_id) from read_parquet("
                                 f"'{lake}/events/**/*.parquet', hive_partitioning=true)").fetchone() or (0, 0)
-        lake_bytes = sum(f.stat().st_size for f in (lake / "events").glob("**/*.parquet"))
+        lake_bytes = max(1, sum(f.stat().st_size for f in (lake / "events").glob("**/*.parquet")))
 
         print(f"\n{'reader':<34}{'seconds':>9}{'events/s':>12}")
         for name, s in (("(a) kafka-python poll loop", a_s), ("(b) kcat -C", b_s), ("(c) spendlake ingest", c_s)):
@@ -219,9 +234,9 @@ def main() -> int:
         print(f"(c) wall {c_wall:.2f} s incl. exit-when-idle {idle:.0f} s and shutdown; "
               f"all timings include process start (and group join for (c))")
         print(f"ratio c/a {a_s / c_s:.2f}   c/b {b_s / c_s:.2f}   (throughput of c as a fraction of a, b)")
-        print(f"peak RSS: (c) {c_rss:,.0f} MB   ((a) {a_rss:,.0f} MB)")
+        print(f"peak RSS: (c) {c_rss:,.0f} MiB   ((a) {a_rss:,.0f} MiB)")
         print(f"size: raw JSON {raw_bytes / n:.1f} B/event, lake {lake_bytes / n:.1f} B/event "
-              f"({lake_bytes / MiB:,.1f} MiB in {len(manifests)} batches), raw/lake {raw_bytes / max(lake_bytes, 1):.1f}x")
+              f"({lake_bytes / MiB:,.1f} MiB, {len(manifests)} batches), raw/lake {raw_bytes / lake_bytes:.1f}x")
         print(f"lake check (duckdb): {rows:,} rows, {ids:,} distinct event_id, expected {n:,}: "
               + ("OK" if rows == ids == n else "MISMATCH"))
         if rows != ids or rows != n:

@@ -32,6 +32,8 @@ from ingest.pipeline import Committed, Pipeline
 
 log = logging.getLogger("spendlake.ingest")
 
+UNASSIGNED_GRACE_S = 30.0  # > 2 x session timeout: long enough for a dead member to be evicted
+
 
 @dataclass(frozen=True)
 class KafkaSettings:
@@ -50,12 +52,17 @@ class KafkaSettings:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=10_000,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
+            # A fetch response is held as bytes and then as Python records (~2x): these caps
+            # keep the consumer's memory bounded however fast the topic is.
+            fetch_max_bytes=16 * 1024 * 1024,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=200,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
             max_poll_interval_ms=300_000,
+            # kafka-python otherwise re-reads metadata only every 5 min: a topic that was not yet
+            # visible at subscribe time (just created) would leave us unassigned that long.
+            metadata_max_age_ms=10_000,
             **dict(self.security),
         )
 
@@ -107,6 +114,8 @@ class KafkaIngestor:
                 # never take more than fits in the current batch, so batches keep their size
                 room = max(1, self.pipeline.limits.max_records - self.pipeline.pending())
                 polled = self.consumer.poll(timeout_ms=200, max_records=min(room, 10_000))
+                if not polled and not self.consumer.assignment():
+                    self.stop.wait(0.1)  # poll() returns at once while unassigned: don't spin
                 for tp, records in polled.items():
                     add = self.pipeline.add
                     for r in records:
@@ -129,10 +138,17 @@ class KafkaIngestor:
 
     def _idle(self) -> bool:
         """Idle means: partitions assigned, and none of them gave a record for the idle time.
-        Waiting to join the group (a dead member's session has not expired yet) is not idle."""
-        if self.exit_when_idle_s is None or not self.consumer.assignment():
+        Waiting to join the group (a killed member's session must expire first) is not idle —
+        up to UNASSIGNED_GRACE_S more, after which an unassigned consumer gives up too."""
+        if self.exit_when_idle_s is None:
             return False
-        return self.clock() - self._last_record >= self.exit_when_idle_s
+        quiet = self.clock() - self._last_record
+        if self.consumer.assignment():
+            return quiet >= self.exit_when_idle_s
+        if quiet >= self.exit_when_idle_s + UNASSIGNED_GRACE_S:
+            log.warning("no partition of %s was assigned within %.0f s: stopping", self.topic, quiet)
+            return True
+        return False
 
     def _flush(self, only: set[tuple[str, int]] | None = None) -> None:
         for c in self.pipeline.flush(only):

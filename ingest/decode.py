@@ -169,6 +169,7 @@ def _status_code(value: Any) -> int | None:
 
 
 def _tags(value: Any) -> list[tuple[str, str]] | None:
+    """Tags as (key, value) pairs sorted by key; a null value means the tag is absent."""
     if value is None:
         return None
     if type(value) is not dict:
@@ -176,9 +177,12 @@ def _tags(value: Any) -> list[tuple[str, str]] | None:
     items = []
     for k, v in value.items():
         if type(v) is not str:
+            if v is None:
+                continue
             if type(v) in (int, float, bool):
                 v = orjson.dumps(v).decode()  # 3 → "3", true → "true": still one flat dimension
             else:
                 raise BadRecord(f"tags.{k}", v, "a string (tags are flat string → string)")
         items.append((k, v))
+    items.sort()
     return items

@@ -1,9 +1,9 @@
-"""decode → price → batch → write Parquet: the part of ingest both sources share.
+"""batch → decode → price → write Parquet: the part of ingest both sources share.
 
-A source (Kafka or files) hands records to `Pipeline.add` with their position; the pipeline keeps
-one buffer per (stream, partition) and, on `flush()`, turns each buffer into one lake batch:
-columns built once per batch, priced once per batch, committed atomically by `Lake.commit`.
-`flush()` returns the committed positions; only then may a source commit its offsets.
+A source (Kafka or files) hands records to `Pipeline.add` with their position; `add` only keeps
+the raw bytes, one buffer per (stream, partition). `flush()` turns each buffer into one lake
+batch: decoded and validated as a batch (`fastdecode`), priced once, committed atomically by
+`Lake.commit`. `flush()` returns the committed positions; only then may a source commit offsets.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest.adapters import redact
-from ingest.decode import MAX_RECORD_BYTES, ROW_FIELDS, Row, decode
-from ingest.errors import BadRecord, LakeConflict
+from ingest.decode import MAX_RECORD_BYTES
+from ingest.errors import LakeConflict
+from ingest.fastdecode import BatchDecoder
 from ingest.lake import Lake, Manifest
-from ingest.schema import DEAD_LETTER_SCHEMA, EVENT_SCHEMA, LAKE_SCHEMA, TS
+from ingest.schema import DEAD_LETTER_SCHEMA, LAKE_SCHEMA, TS
 from pricing import Catalog, price_table
 
 log = logging.getLogger("spendlake.ingest")
@@ -53,9 +54,9 @@ class Stats:
 class _Buffer:
     topic: str  # the label stored in rows: Kafka topic or "file:<name>"
     partition: int
-    rows: list[Row] = field(default_factory=list)
+    values: list[bytes] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
-    dead: list[tuple[int, bytes | None, bytes, str, str]] = field(default_factory=list)
+    keys: list[bytes | None] = field(default_factory=list)
     first: int = -1
     last: int = -1
 
@@ -92,13 +93,15 @@ class Pipeline:
         self._records = 0
         self._bytes = 0
         self._opened_at: float | None = None
+        self._decoder = BatchDecoder()
 
     # --- intake ----------------------------------------------------------------------------
 
     def add(
         self, stream: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None
     ) -> None:
-        """One record at its position. Never raises for bad data: that becomes a dead letter."""
+        """One record at its position. Never raises for bad data: that becomes a dead letter at
+        the flush. Kept cheap on purpose: it runs once per record."""
         buf = self._buffers.get((stream, partition))
         if buf is None:
             buf = self._buffers[(stream, partition)] = _Buffer(topic, partition)
@@ -106,11 +109,9 @@ class Pipeline:
             buf.first = offset
         buf.last = offset
         raw = value if value is not None else b""
-        try:
-            buf.rows.append(decode(raw))
-            buf.offsets.append(offset)
-        except BadRecord as exc:
-            buf.dead.append((offset, key, raw, exc.field, str(exc)))
+        buf.values.append(raw)
+        buf.offsets.append(offset)
+        buf.keys.append(key)
         self._records += 1
         self._bytes += len(raw)
         if self._opened_at is None:
@@ -133,7 +134,7 @@ class Pipeline:
         """Forget what is buffered for a partition (it was revoked and not flushed)."""
         buf = self._buffers.pop((stream, partition), None)
         if buf is not None:
-            self._records -= len(buf.rows) + len(buf.dead)
+            self._records -= len(buf.values)
 
     # --- output ----------------------------------------------------------------------------
 
@@ -147,8 +148,10 @@ class Pipeline:
                 continue
             buf = self._buffers.pop(key)
             stream, partition = key
-            events, dates = self._event_table(buf, now)
-            dead = self._dead_table(buf, partition, now) if buf.dead else None
+            decoded, rows_at, bad = self._decoder.decode(buf.values)
+            events, dates = self._event_table(buf, decoded, rows_at, now)
+            dead_letters = [(buf.offsets[i], buf.keys[i], buf.values[i], e.field, str(e)) for i, e in bad]
+            dead = self._dead_table(buf, dead_letters, now) if dead_letters else None
             try:
                 manifest = self.lake.commit(
                     stream, partition, buf.first, buf.last, events, dates, dead,
@@ -162,8 +165,8 @@ class Pipeline:
             self.stats.batches += 1
             self.stats.events += events.num_rows
             self.stats.unpriced += pc.sum(pc.equal(events["cost_source"], "unpriced")).as_py() or 0
-            self.stats.dead_letters += len(buf.dead)
-            for offset, _, _, _, error in buf.dead:
+            self.stats.dead_letters += len(dead_letters)
+            for offset, _, _, _, error in dead_letters:
                 if logged < DEAD_LOG_PER_FLUSH:
                     log.warning("dead letter %s[%d]@%d: %s", buf.topic, partition, offset, error)
                 logged += 1
@@ -172,44 +175,45 @@ class Pipeline:
             done.append(Committed(stream, partition, buf.last + 1, manifest))
         if logged > DEAD_LOG_PER_FLUSH:
             log.warning("... and %d more dead letters in this flush", logged - DEAD_LOG_PER_FLUSH)
-        self._records = sum(len(b.rows) + len(b.dead) for b in self._buffers.values())
+        self._records = sum(len(b.values) for b in self._buffers.values())
         self._bytes = 0 if not self._records else self._bytes
         self._opened_at = None if not self._records else self._opened_at
         if not gc.isenabled():
             gc.collect()  # the process runs with automatic GC off (see cli); buffers just died
         return done
 
-    def _event_table(self, buf: _Buffer, now: float) -> tuple[pa.Table, pa.Array | None]:
-        n = len(buf.rows)
+    def _event_table(
+        self, buf: _Buffer, events: pa.Table, rows_at: list[int], now: float
+    ) -> tuple[pa.Table, pa.Array | None]:
+        n = events.num_rows
         if not n:
             return LAKE_SCHEMA.empty_table(), None
-        cols = list(zip(*buf.rows))
-        arrays = [pa.array(col, type=f.type) for col, f in zip(cols, EVENT_SCHEMA)]
-        events = pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
         costs = price_table(events, self.catalog, policy=self.pricing_policy)
+        offsets = pa.array(buf.offsets, pa.int64())
+        if n != len(buf.offsets):
+            offsets = offsets.take(pa.array(rows_at))
         source = [
-            pa.array([buf.topic] * n, pa.string()),
-            pa.array([buf.partition] * n, pa.int32()),
-            pa.array(buf.offsets, pa.int64()),
-            pa.array([int(now * 1000)] * n, TS),
+            pa.repeat(pa.scalar(buf.topic, pa.string()), n),
+            pa.repeat(pa.scalar(buf.partition, pa.int32()), n),
+            offsets,
+            pa.repeat(pa.scalar(int(now * 1000), TS), n),
         ]
-        table = pa.Table.from_arrays(arrays + costs.columns + source, schema=LAKE_SCHEMA)
+        table = pa.Table.from_arrays(events.columns + costs.columns + source, schema=LAKE_SCHEMA)
         dates = pc.strftime(events["timestamp"], format="%Y-%m-%d")
         return table, dates
 
-    def _dead_table(self, buf: _Buffer, partition: int, now: float) -> pa.Table:
-        raws = [_evidence(raw) for _, _, raw, _, _ in buf.dead]
+    def _dead_table(self, buf: _Buffer, dead: list[tuple[int, bytes | None, bytes, str, str]], now: float) -> pa.Table:
         return pa.Table.from_pydict(
             {
-                "source_topic": [buf.topic] * len(buf.dead),
-                "source_partition": [partition] * len(buf.dead),
-                "source_offset": [d[0] for d in buf.dead],
-                "key": [d[1] for d in buf.dead],
-                "raw": raws,
-                "raw_bytes": [len(d[2]) for d in buf.dead],
-                "field": [d[3] for d in buf.dead],
-                "error": [d[4] for d in buf.dead],
-                "failed_at": [int(now * 1000)] * len(buf.dead),
+                "source_topic": [buf.topic] * len(dead),
+                "source_partition": [buf.partition] * len(dead),
+                "source_offset": [d[0] for d in dead],
+                "key": [d[1] for d in dead],
+                "raw": [_evidence(d[2]) for d in dead],
+                "raw_bytes": [len(d[2]) for d in dead],
+                "field": [d[3] for d in dead],
+                "error": [d[4] for d in dead],
+                "failed_at": [int(now * 1000)] * len(dead),
             },
             schema=DEAD_LETTER_SCHEMA,
         )
@@ -234,4 +238,4 @@ def _utc_date(epoch_s: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(epoch_s))
 
 
-__all__ = ["BatchLimits", "Committed", "Pipeline", "Stats", "ROW_FIELDS"]
+__all__ = ["BatchLimits", "Committed", "Pipeline", "Stats"]
