@@ -41,7 +41,14 @@ import pyarrow.parquet as pq
 from ingest.errors import LakeConflict, PipelineFailure
 
 STRAY_TEMP_AGE_S = 600  # a temp file this old with no manifest is from a dead writer
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 3  # levels 1..9 measured within 3% of each other on bench data; 3 is the cheapest good one
+# Encodings measured on bench/ingest.py data (72 → 65 bytes/event): dictionaries suit the
+# low-cardinality columns and the cost parts (tokens x a few prices repeat); timestamps and
+# offsets arrive nearly sorted, so deltas; latencies are noisy floats, so byte-stream-split.
+# event_id is unique: a dictionary would only be built and thrown away.
+DELTA_COLUMNS = {"timestamp": "DELTA_BINARY_PACKED", "source_offset": "DELTA_BINARY_PACKED",
+                 "latency_ms": "BYTE_STREAM_SPLIT"}  # fmt: skip
+NO_DICTIONARY = {"event_id", *DELTA_COLUMNS}
 
 
 @dataclass(frozen=True)
@@ -217,9 +224,12 @@ class Lake:
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.{token}.tmp"
         with open(tmp, "wb") as fh:
+            encodings = {c: e for c, e in DELTA_COLUMNS.items() if c in table.column_names}
             pq.write_table(
                 table, fh, compression="zstd", compression_level=ZSTD_LEVEL,
                 row_group_size=1 << 20, write_statistics=True,
+                use_dictionary=[c for c in table.column_names if c not in NO_DICTIONARY],
+                column_encoding=encodings or None,
             )  # fmt: skip
             fh.flush()
             os.fsync(fh.fileno())
