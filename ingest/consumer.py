@@ -6,13 +6,18 @@ Order of effects, which is the whole exactly-once argument (contract 2):
    the group's committed offset is only a hint. A partition the lake has never seen starts at
    the earliest retained offset.
 2. Records are decoded and buffered per partition; a batch is cut by count, bytes or age.
-3. `Pipeline.flush` makes the batch visible in the lake atomically, refusing any range the lake
+3. `Pipeline.write` makes the batch visible in the lake atomically, refusing any range the lake
    already holds (so a zombie member after a rebalance cannot double-write).
 4. Only then are offsets committed to Kafka, explicitly, as `last + 1`. A failed commit is logged
    and retried with the next flush: the lake, not the group, is the truth.
 
-On revocation the pending buffers of the revoked partitions are flushed first, so the member
-that gets them next finds them in the lake.
+Writing overlaps polling: a full batch is handed to one writer thread (Arrow parsing, pricing
+and Parquet compression mostly run outside the GIL) while this thread goes on fetching the next
+one. At most one batch is in flight: before handing over the next, we wait for the last — that
+wait is the backpressure. All Kafka calls (poll, seek, commit) stay on this thread.
+
+On revocation the in-flight batch and the pending buffers of the revoked partitions are written
+first, so the member that gets them next finds them in the lake.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
@@ -32,7 +38,8 @@ from ingest.pipeline import Committed, Pipeline
 
 log = logging.getLogger("spendlake.ingest")
 
-UNASSIGNED_GRACE_S = 30.0  # > 2 x session timeout: long enough for a dead member to be evicted
+UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
+REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,11 @@ class KafkaIngestor:
         self.progress = progress
         self.stop = threading.Event()
         self._uncommitted: dict[TopicPartition, int] = {}
-        self._last_record = clock()
+        self._last_record = self._unassigned_since = clock()
+        self._ever_assigned = False
+        self._rejoin_after = REJOIN_AFTER_S
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
+        self._inflight: Future[list[Committed]] | None = None
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -107,22 +118,27 @@ class KafkaIngestor:
 
     def run(self) -> None:
         self.pipeline.lake.recover()
+        # Metadata first: kafka-python can join the group before it knows the topic's partitions,
+        # get an empty assignment, and (rarely, seen in CI and the bench) never rejoin.
+        self.consumer.partitions_for_topic(self.topic)
         self.consumer.subscribe([self.topic], listener=_SeekFromLake(self))
-        self._last_record = self.clock()
+        self._last_record = self._unassigned_since = self.clock()
         try:
             while not self.stop.is_set():
                 # never take more than fits in the current batch, so batches keep their size
                 room = max(1, self.pipeline.limits.max_records - self.pipeline.pending())
                 polled = self.consumer.poll(timeout_ms=200, max_records=min(room, 10_000))
                 if not polled and not self.consumer.assignment():
-                    self.stop.wait(0.1)  # poll() returns at once while unassigned: don't spin
+                    self._while_unassigned()
                 for tp, records in polled.items():
                     add = self.pipeline.add
                     for r in records:
                         add(tp.topic, tp.topic, tp.partition, r.offset, r.key, r.value)
                     self._last_record = self.clock()
+                if self._inflight is not None and self._inflight.done():
+                    self._wait()
                 if self.pipeline.should_flush():
-                    self._flush()
+                    self._flush_async()
                 elif self._uncommitted:
                     self._commit()  # retry a commit that failed earlier (broker was away)
                 if self.progress is not None:
@@ -132,9 +148,24 @@ class KafkaIngestor:
                     break
             self._flush()
         finally:
+            self._writer.shutdown(wait=True)
             self.consumer.close(autocommit=False)
 
     # --- internals -------------------------------------------------------------------------
+
+    def _while_unassigned(self) -> None:
+        """No partitions: don't spin (poll returns at once). If we never got any while the topic
+        has partitions for longer than a dead member's eviction takes, rejoin, backing off (a
+        group with more members than partitions legitimately leaves some with none)."""
+        self.stop.wait(0.1)
+        if self._ever_assigned or self.clock() - self._unassigned_since < self._rejoin_after:
+            return
+        self._unassigned_since = self.clock()
+        self._rejoin_after = min(self._rejoin_after * 2, 300.0)
+        if self.consumer.partitions_for_topic(self.topic):
+            log.warning("%s has partitions but none was assigned to us: rejoining the group", self.topic)
+            self.consumer.unsubscribe()
+            self.consumer.subscribe([self.topic], listener=_SeekFromLake(self))
 
     def _idle(self) -> bool:
         """Idle means: partitions assigned, and none of them gave a record for the idle time.
@@ -150,7 +181,24 @@ class KafkaIngestor:
             return True
         return False
 
+    def _flush_async(self) -> None:
+        self._wait()  # backpressure: one batch in flight at most
+        self._inflight = self._writer.submit(self.pipeline.write, self.pipeline.detach())
+
+    def _wait(self, commit: bool = True) -> None:
+        """Wait for the in-flight batch, then act on its result on this side of the writer.
+        A writer failure (the lake is not writable) is re-raised here and stops ingest."""
+        if self._inflight is None:
+            return
+        done, self._inflight = self._inflight.result(), None
+        for c in done:
+            self._after_commit(c)
+        if commit:
+            self._commit()
+
     def _flush(self, only: set[tuple[str, int]] | None = None) -> None:
+        """Write synchronously: the in-flight batch, then what is buffered (or just `only`)."""
+        self._wait()
         for c in self.pipeline.flush(only):
             self._after_commit(c)
         self._commit()
@@ -158,7 +206,9 @@ class KafkaIngestor:
     def _after_commit(self, c: Committed) -> None:
         tp = TopicPartition(self.topic, c.partition)
         if c.manifest is None:
-            # The lake already held this range (another member wrote it): resume after it.
+            # The lake already held this range (another member wrote it): resume after it, and
+            # forget what was buffered behind the stale batch.
+            self.pipeline.drop(c.stream, c.partition)
             nxt = self.pipeline.lake.next_offset(c.stream, c.partition)
             if nxt is not None and tp in self.consumer.assignment():
                 self.consumer.seek(tp, nxt)
@@ -176,15 +226,24 @@ class KafkaIngestor:
             log.warning("offset commit failed (%s); the lake holds the data, will retry", exc)
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Land what we hold of the revoked partitions before the group moves them on.
+
+        kafka-python 3 calls this on its IO thread, where blocking Kafka calls (commit) are
+        refused; writing the lake is allowed, and it is all that matters: the next owner seeks
+        from the lake. Offsets of revoked partitions are not committed here — the next owner
+        commits them after its first batch."""
+        self._wait(commit=False)
         keys = {(tp.topic, tp.partition) for tp in revoked}
         if keys:
-            self._flush(keys)
+            for c in self.pipeline.flush(keys):
+                self._after_commit(c)
         for tp in revoked:
             self._uncommitted.pop(tp, None)
 
     def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         lake = self.pipeline.lake
-        self._last_record = self.clock()
+        self._last_record = self._unassigned_since = self.clock()
+        self._ever_assigned = self._ever_assigned or bool(assigned)
         for tp in assigned:
             self.pipeline.drop(tp.topic, tp.partition)  # anything buffered predates this seek
             nxt = lake.next_offset(tp.topic, tp.partition)
@@ -193,4 +252,7 @@ class KafkaIngestor:
                 log.info("%s[%d]: the lake holds nothing yet, starting at the earliest offset", tp.topic, tp.partition)
             else:
                 self.consumer.seek(tp, nxt)
+                # Let the group's offset catch up with the lake (it may lag after a revocation,
+                # which cannot commit); sent from the poll loop, not from this IO-thread callback.
+                self._uncommitted[tp] = nxt
                 log.info("%s[%d]: the lake holds up to %d, resuming at %d", tp.topic, tp.partition, nxt - 1, nxt)

@@ -52,6 +52,7 @@ class Stats:
 
 @dataclass
 class _Buffer:
+    stream: str
     topic: str  # the label stored in rows: Kafka topic or "file:<name>"
     partition: int
     values: list[bytes] = field(default_factory=list)
@@ -104,7 +105,7 @@ class Pipeline:
         the flush. Kept cheap on purpose: it runs once per record."""
         buf = self._buffers.get((stream, partition))
         if buf is None:
-            buf = self._buffers[(stream, partition)] = _Buffer(topic, partition)
+            buf = self._buffers[(stream, partition)] = _Buffer(stream, topic, partition)
         if buf.first < 0:
             buf.first = offset
         buf.last = offset
@@ -140,14 +141,27 @@ class Pipeline:
 
     def flush(self, only: set[tuple[str, int]] | None = None) -> list[Committed]:
         """Write every buffered partition (or just `only`) to the lake, one batch each."""
+        return self.write(self.detach(only))
+
+    def detach(self, only: set[tuple[str, int]] | None = None) -> list[_Buffer]:
+        """Take the buffers out (all, or just `only`), so that intake can go on into new ones
+        while they are written — possibly on another thread (see consumer.py)."""
+        keys = [k for k in self._buffers if only is None or k in only]
+        taken = [self._buffers.pop(k) for k in keys]
+        self._records = sum(len(b.values) for b in self._buffers.values())
+        self._bytes = 0 if not self._records else self._bytes
+        self._opened_at = None if not self._records else self._opened_at
+        return taken
+
+    def write(self, buffers: list[_Buffer]) -> list[Committed]:
+        """Decode, price and commit detached buffers, one lake batch each. Touches only the
+        buffers given, the lake and the counters: safe to run beside `add` on another thread,
+        one `write` at a time."""
         done: list[Committed] = []
         now = self.clock()
         logged = 0
-        for key in list(self._buffers):
-            if only is not None and key not in only:
-                continue
-            buf = self._buffers.pop(key)
-            stream, partition = key
+        for buf in buffers:
+            stream, partition = buf.stream, buf.partition
             decoded, rows_at, bad = self._decoder.decode(buf.values)
             events, dates = self._event_table(buf, decoded, rows_at, now)
             dead_letters = [(buf.offsets[i], buf.keys[i], buf.values[i], e.field, str(e)) for i, e in bad]
@@ -175,9 +189,6 @@ class Pipeline:
             done.append(Committed(stream, partition, buf.last + 1, manifest))
         if logged > DEAD_LOG_PER_FLUSH:
             log.warning("... and %d more dead letters in this flush", logged - DEAD_LOG_PER_FLUSH)
-        self._records = sum(len(b.values) for b in self._buffers.values())
-        self._bytes = 0 if not self._records else self._bytes
-        self._opened_at = None if not self._records else self._opened_at
         if not gc.isenabled():
             gc.collect()  # the process runs with automatic GC off (see cli); buffers just died
         return done
