@@ -15,6 +15,7 @@ ingest faster, never different (tests/test_fastdecode.py checks this on random m
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -29,7 +30,7 @@ from ingest.errors import BadRecord
 from ingest.schema import ATTRIBUTION_COLUMNS, EVENT_SCHEMA, TOKEN_COLUMNS, TS
 from pricing.names import canonical_provider, split_model
 
-CHUNK = 2048  # when a whole batch does not parse, it is retried in chunks of this many records
+CHUNK = int(os.environ.get("SPENDLAKE_DECODE_CHUNK", "2048"))  # records per Arrow parse (bench/ tunes it)
 FORMAT = "spendlake.v1"
 
 
@@ -67,7 +68,7 @@ class BatchDecoder:
         slow = sorted(set(range(len(values))) - set(fast)) if len(fast) != len(values) else []
         tables: list[pa.Table] = []
         indices: list[np.ndarray] = []
-        for idx, table in self._parse(values, fast, slow):
+        for idx, table in _merge(self._parse(values, fast, slow)):
             ok, cols = _validate(table)
             if not ok.all():
                 slow.extend(np.asarray(idx)[~ok].tolist())
@@ -99,13 +100,11 @@ class BatchDecoder:
         return table, order.tolist(), bad
 
     def _parse(self, values: Sequence[bytes], fast: list[int], slow: list[int]) -> list[tuple[list[int], pa.Table]]:
-        """Parse the fast candidates; whatever Arrow refuses is appended to `slow`."""
-        if not fast:
-            return []
-        whole = self._read([values[i] for i in fast])
-        if whole is not None and whole.num_rows == len(fast):
-            return [(fast, whole)]
-        parts = []
+        """Parse the fast candidates CHUNK records at a time (peak memory stays small however
+        large the batch). A chunk Arrow refuses goes to `slow` whole: a bad record costs one
+        chunk at the reference decoder's speed, and a stream full of them is never slower than
+        decoding record by record."""
+        parts: list[tuple[list[int], pa.Table]] = []
         for start in range(0, len(fast), CHUNK):
             chunk = fast[start : start + CHUNK]
             t = self._read([values[i] for i in chunk])
@@ -121,7 +120,7 @@ class BatchDecoder:
             try:
                 t = pj.read_json(
                     io.BytesIO(data),
-                    read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(data) + 1)),
+                    read_options=pj.ReadOptions(use_threads=False, block_size=2 << 20),  # > MAX_RECORD_BYTES: a line never straddles blocks
                     parse_options=pj.ParseOptions(explicit_schema=SCHEMAS[kind], unexpected_field_behavior="infer"),
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
@@ -131,6 +130,18 @@ class BatchDecoder:
             self._ts_kind = kind
             return t
         return None
+
+
+def _merge(parts: list[tuple[list[int], pa.Table]]) -> list[tuple[list[int], pa.Table]]:
+    """One table for all parsed chunks when their inferred extras agree (tags keys are merged),
+    so the vectorised checks run once per batch instead of once per chunk."""
+    if len(parts) < 2:
+        return parts
+    try:
+        table = pa.concat_tables([t for _, t in parts], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return parts  # an unknown field with different types in different chunks
+    return [([i for idx, _ in parts for i in idx], table)]
 
 
 def _arr(table: pa.Table, name: str) -> pa.Array:
