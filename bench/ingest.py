@@ -89,9 +89,11 @@ def poll_only(bootstrap: str, topic: str, n: int) -> None:
     """(a), run as a child: read until n records, exactly as ingest fetches, doing nothing with them."""
     from kafka import KafkaConsumer
 
+    sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
+    from ingest.consumer import FETCH
+
     c = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None, auto_offset_reset="earliest",
-                      enable_auto_commit=False, max_poll_records=10_000, fetch_max_bytes=64 * MiB,
-                      max_partition_fetch_bytes=8 * MiB, fetch_max_wait_ms=200)
+                      enable_auto_commit=False, **FETCH)
     seen, raw = 0, 0
     while seen < n:
         for records in c.poll(timeout_ms=1000).values():
@@ -102,14 +104,23 @@ def poll_only(bootstrap: str, topic: str, n: int) -> None:
 
 
 def timed_child(cmd: list[str], log: Path, timeout: float) -> tuple[float, float, int, float]:
-    """Runs cmd; returns (start epoch, wall s, exit code, peak RSS MiB). os.wait4 gives the rusage of
-    this one child (and its descendants), not RUSAGE_CHILDREN's max over everything run before.
+    """Runs cmd; returns (start epoch, wall s, exit code, peak RSS MiB). The peak is the child's own
+    VmHWM, read from /proc while it runs: rusage's ru_maxrss would report this (large) bench
+    process's peak instead, since Linux carries it across fork and exec.
     A child past the timeout is killed (exit code -9): a stuck reader must fail the bench, not hang it."""
     with log.open("wb") as fh:
         start, t0 = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=ROOT)
+        hwm_kib = 0
+        status_file = Path(f"/proc/{proc.pid}/status")
         while True:
-            pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+            try:
+                for line in status_file.read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        hwm_kib = max(hwm_kib, int(line.split()[1]))
+            except (OSError, ValueError):
+                pass  # exiting: the last reading stands (VmHWM only grows)
+            pid, status, _ = os.wait4(proc.pid, os.WNOHANG)
             if pid:
                 break
             if time.perf_counter() - t0 > timeout:
@@ -117,7 +128,7 @@ def timed_child(cmd: list[str], log: Path, timeout: float) -> tuple[float, float
             time.sleep(0.002)  # polling granularity is part of the timing: keep it small
         wall = time.perf_counter() - t0
     proc.returncode = os.waitstatus_to_exitcode(status)
-    return start, wall, proc.returncode, ru.ru_maxrss / 1024  # KiB on Linux → MiB
+    return start, wall, proc.returncode, hwm_kib / 1024
 
 
 def killed(rc: int, limit: float) -> str:

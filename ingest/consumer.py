@@ -38,6 +38,14 @@ from ingest.pipeline import Committed, Pipeline
 
 log = logging.getLogger("spendlake.ingest")
 
+# A fetch response is held as bytes and then as Python records (~2x): these caps keep the
+# consumer's memory bounded however fast the topic is. bench/ingest.py's bare loop uses them too.
+FETCH = {
+    "max_poll_records": 10_000,
+    "fetch_max_bytes": 16 * 1024 * 1024,
+    "max_partition_fetch_bytes": 4 * 1024 * 1024,
+    "fetch_max_wait_ms": 200,
+}
 UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
 REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
 
@@ -58,12 +66,7 @@ class KafkaSettings:
             # Our defaults, not kafka-python's: the lake decides positions, we commit by hand.
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            max_poll_records=10_000,
-            # A fetch response is held as bytes and then as Python records (~2x): these caps
-            # keep the consumer's memory bounded however fast the topic is.
-            fetch_max_bytes=16 * 1024 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=200,
+            **FETCH,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=3_000,
             max_poll_interval_ms=300_000,
