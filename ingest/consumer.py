@@ -47,6 +47,7 @@ FETCH = {
     "fetch_max_wait_ms": 200,
 }
 UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
+SETTLE_S = 15.0  # session timeout + a heartbeat + margin: a dead member's partitions move by then
 REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
 
 
@@ -111,6 +112,8 @@ class KafkaIngestor:
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_record = self._unassigned_since = clock()
         self._ever_assigned = False
+        self._assigned_at = clock()
+        self._rebalancing = False
         self._rejoin_after = REJOIN_AFTER_S
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: Future[list[Committed]] | None = None
@@ -119,7 +122,9 @@ class KafkaIngestor:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self.stop.set())
 
-    def run(self) -> None:
+    def run(self) -> bool:
+        """Consume until stopped or idle. Returns False when the group never assigned us a
+        partition (the caller reports that as a failure: nothing was read)."""
         self.pipeline.lake.recover()
         # Metadata first: kafka-python can join the group before it knows the topic's partitions,
         # get an empty assignment, and (rarely, seen in CI and the bench) never rejoin.
@@ -153,6 +158,7 @@ class KafkaIngestor:
         finally:
             self._writer.shutdown(wait=True)
             self.consumer.close(autocommit=False)
+        return self._ever_assigned
 
     # --- internals -------------------------------------------------------------------------
 
@@ -177,8 +183,18 @@ class KafkaIngestor:
         if self.exit_when_idle_s is None:
             return False
         quiet = self.clock() - self._last_record
-        if self.consumer.assignment():
-            return quiet >= self.exit_when_idle_s
+        assigned = self.consumer.assignment()
+        if self._rebalancing:
+            # Between revocation and the new assignment no record can arrive, and assignment()
+            # still shows the old set: that is waiting, not idleness.
+            assigned = set()
+        if assigned:
+            if quiet < self.exit_when_idle_s:
+                return False
+            # Holding only some partitions, others may sit with a member that died before we
+            # joined; the group hands them over once its session expires. Stay that long.
+            partial = len(assigned) < len(self.consumer.partitions_for_topic(self.topic))
+            return not partial or self.clock() - self._assigned_at >= SETTLE_S
         if quiet >= self.exit_when_idle_s + UNASSIGNED_GRACE_S:
             log.warning("no partition of %s was assigned within %.0f s: stopping", self.topic, quiet)
             return True
@@ -235,6 +251,8 @@ class KafkaIngestor:
         refused; writing the lake is allowed, and it is all that matters: the next owner seeks
         from the lake. Offsets of revoked partitions are not committed here — the next owner
         commits them after its first batch."""
+        self._rebalancing = True
+        self._last_record = self.clock()  # idle time restarts after the rebalance
         self._wait(commit=False)
         keys = {(tp.topic, tp.partition) for tp in revoked}
         if keys:
@@ -247,6 +265,8 @@ class KafkaIngestor:
         lake = self.pipeline.lake
         self._last_record = self._unassigned_since = self.clock()
         self._ever_assigned = self._ever_assigned or bool(assigned)
+        self._assigned_at = self.clock()
+        self._rebalancing = False
         for tp in assigned:
             self.pipeline.drop(tp.topic, tp.partition)  # anything buffered predates this seek
             nxt = lake.next_offset(tp.topic, tp.partition)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from pricing.schema import COST_FIELDS, COST_SCHEMA, TS
+from pricing.schema import COST_FIELDS, COST_SCHEMA, TS  # noqa: F401 (COST_SCHEMA re-exported)
 
 SCHEMA_VERSION = 1
 

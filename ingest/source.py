@@ -13,7 +13,6 @@ import glob
 import gzip
 import hashlib
 import logging
-import os
 import shutil
 import sys
 import tempfile
@@ -128,7 +127,3 @@ def _ingest_one(
     if progress is not None and clock is not None:
         progress(pipeline, clock())
     return new
-
-
-def stdin_is_tty() -> bool:
-    return os.isatty(sys.stdin.fileno()) if sys.stdin else False

@@ -157,8 +157,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
     ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle, progress=progress)
     ingestor.install_signal_handlers()
-    ingestor.run()
+    assigned = ingestor.run()
     _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
+    if not assigned and not ingestor.stop.is_set():
+        sys.stderr.write(f"spendlake: the group {ks.group_id} never assigned a partition of {ks.topic} to this consumer\n")
+        return EXIT_FAILURE
     return EXIT_OK
 
 

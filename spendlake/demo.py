@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +33,7 @@ MODELS = [
 ]  # fmt: skip
 MONTH_START_MS = 1_761_955_200_000  # 2025-11-01T00:00:00Z
 DAY_MS = 86_400_000
+DEMO_PORT = 9092
 
 
 def say(msg: str) -> None:
@@ -75,11 +77,21 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
     from ingest.pipeline import Pipeline
     from pricing import Catalog
 
+    broker_env: dict[str, str] | None = None  # set when the demo starts (and stops) its own broker
+    if not no_kafka and bootstrap is None:
+        if shutil.which("java") is None:
+            say("Java was not found: the demo runs a local Kafka broker on Java 17. "
+                "Install Java, or run `spendlake demo --no-kafka`.")  # fmt: skip
+            return 1
+        if _port_taken(DEMO_PORT):
+            say(f"127.0.0.1:{DEMO_PORT} is already taken; if a Kafka broker runs there, "
+                f"use it: `spendlake demo --bootstrap-servers 127.0.0.1:{DEMO_PORT}`")  # fmt: skip
+            return 1
+        broker_env = {**os.environ, "KAFKA_PORT": str(DEMO_PORT), "KAFKA_HOME": "/var/tmp/spendlake-demo-kafka"}
     lake_path = Path(lake).resolve()
     say(f"generating {events:,} usage events for November 2025 (3 customers, 6 teams, 60 keys, 12 models)")
     values = traffic(events)
     pipeline = Pipeline(Lake(lake_path), Catalog.builtin())
-    started_broker: dict[str, str] | None = None
     if no_kafka:
         from ingest.source import ingest_files
 
@@ -89,22 +101,24 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
             say(f"--no-kafka: ingesting {src.name} through the file source into {lake_path}")
             ingest_files([str(src)], pipeline)
     else:
-        if bootstrap is None:
-            if shutil.which("java") is None:
-                say("Java was not found: the demo runs a local Kafka broker on Java 17. "
-                    "Install Java, or run `spendlake demo --no-kafka`.")  # fmt: skip
-                return 1
-            started_broker = {**os.environ, "KAFKA_PORT": "9092", "KAFKA_HOME": "/var/tmp/spendlake-demo-kafka"}
-            say("starting a local Kafka broker on 127.0.0.1:9092 (first run fetches its jars from Maven Central)")
-            subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=started_broker, check=True)
-            bootstrap = "127.0.0.1:9092"
+        if broker_env is not None:
+            say(f"starting a local Kafka broker on 127.0.0.1:{DEMO_PORT} (first run fetches its jars from Maven Central)")
+            subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=broker_env, check=True)
+            bootstrap = f"127.0.0.1:{DEMO_PORT}"
+        assert bootstrap is not None
         try:
             _through_kafka(values, bootstrap, pipeline)
         finally:
-            if started_broker is not None and not keep_broker:
-                subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=started_broker, check=False)
+            if broker_env is not None and not keep_broker:
+                subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=broker_env, check=False)
     _report(lake_path)
     return 0
+
+
+def _port_taken(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex(("127.0.0.1", port)) == 0
 
 
 def _through_kafka(values: list[bytes], bootstrap: str, pipeline: Any) -> None:

@@ -17,13 +17,18 @@ from conftest import Broker, dead_rows, events_bytes, lake_rows, spendlake, spen
 pytestmark = pytest.mark.kafka
 
 
-def ingest_args(kafka: Broker, topic: str, lake: Path, *extra: str, group: str = "g") -> list[str]:
-    return ["ingest", "--bootstrap-servers", kafka.bootstrap, "--topic", topic, "--group", group,
+def group_of(topic: str) -> str:
+    return f"g-{topic}"  # one group per test: members of other tests' groups never interfere
+
+
+def ingest_args(kafka: Broker, topic: str, lake: Path, *extra: str) -> list[str]:
+    return ["ingest", "--bootstrap-servers", kafka.bootstrap, "--topic", topic, "--group", group_of(topic),
             "--lake", str(lake), *extra]  # fmt: skip
 
 
-def assert_exactly_once(lake: Path, kafka: Broker, topic: str) -> None:
-    """Every produced (partition, offset) is in the lake (events or dead letters) exactly once."""
+def assert_exactly_once(lake: Path, kafka: Broker, topic: str, context: bytes = b"") -> None:
+    """Every produced (partition, offset) is in the lake (events or dead letters) exactly once.
+    `context` (the last ingest's stderr) is shown when it is not."""
     ends = kafka.end_offsets(topic)
     positions = [(p, o) for p, o in lake_rows(lake, "select source_partition, source_offset from ev")]
     positions += [(p, o) for p, o in dead_rows(lake, "select source_partition, source_offset from dl")]
@@ -32,7 +37,10 @@ def assert_exactly_once(lake: Path, kafka: Broker, topic: str) -> None:
     assert not twice, f"{len(twice)} positions landed more than once, e.g. {twice[:5]}"
     expected = {(p, o) for p, end in ends.items() for o in range(end)}
     missing = sorted(expected - set(counts))
-    assert not missing, f"{len(missing)} produced records are missing from the lake, e.g. {missing[:5]}"
+    assert not missing, (
+        f"{len(missing)} produced records are missing from the lake, e.g. {missing[:5]}\n"
+        + context.decode(errors="replace")[-4000:]
+    )
     assert set(counts) == expected
 
 
@@ -46,7 +54,7 @@ def test_roundtrip_with_kafka_python_producer(kafka: Broker, topic_name: str, tm
     ids = lake_rows(lake, "select count(distinct event_id), count(*), count(cost_usd) from ev")[0]
     assert ids == (3000, 3000, 3000)
     # offsets were committed after the lake write, as last + 1 per partition
-    assert kafka.committed(topic_name, "g") == kafka.end_offsets(topic_name)
+    assert kafka.committed(topic_name, group_of(topic_name)) == kafka.end_offsets(topic_name)
 
 
 def test_roundtrip_with_kcat_producer(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
@@ -80,8 +88,8 @@ def test_sigkill_mid_stream_then_restart(kafka: Broker, topic_name: str, tmp_pat
                  120, f"round {round_no}: batches landing")  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
-    spendlake(*ingest_args(kafka, topic_name, lake, "--exit-when-idle", "3"), check=True)
-    assert_exactly_once(lake, kafka, topic_name)
+    r = spendlake("-v", *ingest_args(kafka, topic_name, lake, "--exit-when-idle", "3"), check=True)
+    assert_exactly_once(lake, kafka, topic_name, r.stderr)
     assert lake_rows(lake, "select count(*), count(distinct event_id) from ev") == [(total, total)]
 
 
@@ -99,7 +107,7 @@ def test_sigterm_flushes_and_commits(kafka: Broker, topic_name: str, tmp_path: P
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 0
     assert lake_rows(lake, "select count(*) from ev") == [(500,)]
-    assert kafka.committed(topic_name, "g") == {0: 500}
+    assert kafka.committed(topic_name, group_of(topic_name)) == {0: 500}
 
 
 def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
@@ -130,8 +138,8 @@ def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path
     for p in (b, c):
         p.send_signal(signal.SIGTERM)
         assert p.wait(60) == 0
-    spendlake(*ingest_args(kafka, topic_name, lake, "--exit-when-idle", "3"), check=True)
-    assert_exactly_once(lake, kafka, topic_name)
+    r = spendlake("-v", *ingest_args(kafka, topic_name, lake, "--exit-when-idle", "3"), check=True)
+    assert_exactly_once(lake, kafka, topic_name, r.stderr)
     assert lake_rows(lake, "select count(distinct event_id) from ev") == [(sent[0],)]
 
 
@@ -182,9 +190,10 @@ def test_bad_input_corpus_mixed_into_good_traffic(kafka: Broker, topic_name: str
             values.append(BAD_RECORDS[i // 25][0])
     kafka.produce(topic_name, values, partition=0)
     lake = tmp_path / "lake"
-    r = spendlake(*ingest_args(kafka, topic_name, lake, "--exit-when-idle", "2", "--dead-letter-topic", f"{topic_name}-dlq"))
+    r = spendlake("-v", *ingest_args(kafka, topic_name, lake, "--exit-when-idle", "2",
+                                     "--dead-letter-topic", f"{topic_name}-dlq"))  # fmt: skip
     assert r.returncode == 0, r.stderr.decode()
-    assert_exactly_once(lake, kafka, topic_name)
+    assert_exactly_once(lake, kafka, topic_name, r.stderr)
     assert lake_rows(lake, "select count(*) from ev") == [(300,)]
     dead = dead_rows(lake, "select source_offset, error, raw_bytes from dl order by source_offset")
     assert len(dead) == len(BAD_RECORDS)
@@ -193,7 +202,7 @@ def test_bad_input_corpus_mixed_into_good_traffic(kafka: Broker, topic_name: str
         assert values[offset] == raw
     # each dead letter is logged once, on stderr, with its position
     stderr = r.stderr.decode()
-    assert stderr.count("spendlake: dead letter ") == len(BAD_RECORDS)
+    assert stderr.count("spendlake: dead letter ") == len(BAD_RECORDS), stderr
     # and produced to the dead-letter topic
     assert sum(kafka.end_offsets(f"{topic_name}-dlq").values()) == len(BAD_RECORDS)
 
