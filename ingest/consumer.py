@@ -126,10 +126,11 @@ class KafkaIngestor:
         """Consume until stopped or idle. Returns False when the group never assigned us a
         partition (the caller reports that as a failure: nothing was read)."""
         self.pipeline.lake.recover()
-        # Metadata first: kafka-python can join the group before it knows the topic's partitions,
-        # get an empty assignment, and (rarely, seen in CI and the bench) never rejoin.
-        self.consumer.partitions_for_topic(self.topic)
         self.consumer.subscribe([self.topic], listener=_SeekFromLake(self))
+        # Metadata before the first join (which happens in poll): otherwise kafka-python can
+        # assign from metadata it has not seen yet and either get nothing (rarely never
+        # rejoining: seen in CI and the bench) or rebalance again at its next metadata update.
+        self.consumer.partitions_for_topic(self.topic)
         self._last_record = self._unassigned_since = self.clock()
         try:
             while not self.stop.is_set():
@@ -155,6 +156,7 @@ class KafkaIngestor:
                     log.info("no new record for %.0f s: stopping", self.exit_when_idle_s)
                     break
             self._flush()
+            self._final_commit()
         finally:
             self._writer.shutdown(wait=True)
             self.consumer.close(autocommit=False)
@@ -243,6 +245,16 @@ class KafkaIngestor:
             self._uncommitted.clear()
         except KafkaError as exc:  # includes CommitFailedError after a rebalance
             log.warning("offset commit failed (%s); the lake holds the data, will retry", exc)
+
+    def _final_commit(self, attempts: int = 5) -> None:
+        """Before leaving, get the group's offsets to what the lake holds. A commit refused
+        during a rebalance is retried after letting the rebalance finish (poll); whatever a
+        poll returns now is not buffered, so nothing is committed that is not in the lake."""
+        for _ in range(attempts):
+            if not self._uncommitted:
+                return
+            self.consumer.poll(timeout_ms=200, max_records=1)
+            self._commit()
 
     def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         """Land what we hold of the revoked partitions before the group moves them on.
