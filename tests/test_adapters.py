@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import orjson
 import pytest
 
+from conftest import shared_data
 from ingest.adapters import FIELDS, TEXT_KEYS, normalize, redact
 from ingest.errors import BadRecord
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "litellm"
 SCHEMA = Path(__file__).resolve().parents[1] / "ingest" / "event.schema.json"
 PROMPT = "Summarise the Q3 board minutes"
 ANSWER = "The board approved the budget."
@@ -20,11 +19,7 @@ ANSWER = "The board approved the budget."
 
 def litellm_data(name: str) -> dict:
     """A real LiteLLM sample; skipped in a user's clone, a failure in CI where it must exist."""
-    if not DATA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DATA} is missing in CI")
-        pytest.skip("../shared/data/litellm not present (a user's clone)")
-    return orjson.loads((DATA / name).read_bytes())
+    return orjson.loads((shared_data("litellm") / name).read_bytes())
 
 
 CANONICAL = {

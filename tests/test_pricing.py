@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conftest import SHARED_DATA, shared_data
 from ingest.schema import COST_SCHEMA, EVENT_SCHEMA
 from pricing import (
     Catalog,
@@ -24,8 +24,7 @@ from pricing import (
     split_model,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "litellm"
-LITELLM_FILE = DATA / "model_prices_and_context_window.json"
+LITELLM_FILE = SHARED_DATA / "litellm" / "model_prices_and_context_window.json"
 
 BUILTIN = Catalog.builtin()
 JAN_2025 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -39,11 +38,7 @@ SCHEMA = pa.schema([EVENT_SCHEMA.field(name) for name in COLUMNS])
 
 def litellm_data() -> Path:
     """The shared LiteLLM data folder; skipped in a user's clone, a failure in CI."""
-    if not DATA.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{DATA} is missing in CI; the LiteLLM loader tests need it")
-        pytest.skip("../shared/data/litellm not present (a user's clone)")
-    return DATA
+    return shared_data("litellm")
 
 
 def event(**fields: Any) -> dict[str, Any]:
