@@ -5,7 +5,8 @@ Order of effects, which is the whole exactly-once argument (contract 2):
 1. On every assignment, each partition is sought to what the lake holds + 1 (`Lake.next_offset`);
    the group's committed offset is only a hint. A partition the lake has never seen starts at
    the earliest retained offset.
-2. Records are decoded and buffered per partition; a batch is cut by count, bytes or age.
+2. Records are buffered per partition as raw bytes; a batch is cut by count, bytes or age, and
+   decoded, priced and written as a whole.
 3. `Pipeline.write` makes the batch visible in the lake atomically, refusing any range the lake
    already holds (so a zombie member after a rebalance cannot double-write).
 4. Only then are offsets committed to Kafka, explicitly, as `last + 1`. A failed commit is logged
@@ -136,7 +137,7 @@ class KafkaIngestor:
             while not self.stop.is_set():
                 # never take more than fits in the current batch, so batches keep their size
                 room = max(1, self.pipeline.limits.max_records - self.pipeline.pending())
-                polled = self.consumer.poll(timeout_ms=200, max_records=min(room, 10_000))
+                polled = self.consumer.poll(timeout_ms=200, max_records=min(room, FETCH["max_poll_records"]))
                 if not polled and not self.consumer.assignment():
                     self._while_unassigned()
                 for tp, records in polled.items():

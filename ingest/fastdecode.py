@@ -15,7 +15,6 @@ ingest faster, never different (tests/test_fastdecode.py checks this on random m
 from __future__ import annotations
 
 import io
-import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -30,7 +29,7 @@ from ingest.errors import BadRecord
 from ingest.schema import ATTRIBUTION_COLUMNS, EVENT_SCHEMA, TOKEN_COLUMNS, TS
 from pricing.names import canonical_provider, split_model
 
-CHUNK = int(os.environ.get("SPENDLAKE_DECODE_CHUNK", "2048"))  # records per Arrow parse (bench/ tunes it)
+CHUNK = 2048  # records per Arrow parse: ~0.7 MB of JSON; 1024–8192 measured alike for speed
 FORMAT = "spendlake.v1"
 
 

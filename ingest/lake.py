@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ingest.errors import LakeConflict, PipelineFailure
@@ -262,8 +263,6 @@ class Lake:
 
 def _split_by_date(table: pa.Table, dates: pa.Array) -> Iterator[tuple[str, pa.Table]]:
     """Rows grouped by their date partition, in date order; one table per date."""
-    import pyarrow.compute as pc
-
     uniq = pc.unique(dates)
     if len(uniq) == 1:
         yield uniq[0].as_py(), table

@@ -133,9 +133,8 @@ class Pipeline:
 
     def drop(self, stream: str, partition: int) -> None:
         """Forget what is buffered for a partition (it was revoked and not flushed)."""
-        buf = self._buffers.pop((stream, partition), None)
-        if buf is not None:
-            self._records -= len(buf.values)
+        if self._buffers.pop((stream, partition), None) is not None:
+            self._recount()
 
     # --- output ----------------------------------------------------------------------------
 
@@ -148,10 +147,16 @@ class Pipeline:
         while they are written — possibly on another thread (see consumer.py)."""
         keys = [k for k in self._buffers if only is None or k in only]
         taken = [self._buffers.pop(k) for k in keys]
-        self._records = sum(len(b.values) for b in self._buffers.values())
-        self._bytes = 0 if not self._records else self._bytes
-        self._opened_at = None if not self._records else self._opened_at
+        self._recount()
         return taken
+
+    def _recount(self) -> None:
+        """The batch-cut counters after buffers left (rare: a flush of some, a revocation)."""
+        if len(self._buffers) == 0:
+            self._records, self._bytes, self._opened_at = 0, 0, None
+            return
+        self._records = sum(len(b.values) for b in self._buffers.values())
+        self._bytes = sum(len(v) for b in self._buffers.values() for v in b.values)
 
     def write(self, buffers: list[_Buffer]) -> list[Committed]:
         """Decode, price and commit detached buffers, one lake batch each. Touches only the
