@@ -5,15 +5,19 @@
 provider and model names canonical.
 """
 
-from pricing.catalog import Catalog, CatalogError, PriceEntry, load_catalog
+from pricing.catalog import Catalog, CatalogError, PriceEntry, Tier, load_catalog
 from pricing.engine import POLICIES, price_table
+from pricing.overrides import Override, parse_overrides
 from pricing.names import canonical_provider, split_model
 
 __all__ = [
     "POLICIES",
     "Catalog",
     "CatalogError",
+    "Override",
     "PriceEntry",
+    "Tier",
+    "parse_overrides",
     "canonical_provider",
     "load_catalog",
     "price_table",

@@ -24,15 +24,16 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
-from pricing.names import split_model
+from pricing.names import canonical_provider, split_model
 
 log = logging.getLogger("spendlake.pricing")
 
 PRICE_FIELDS = (
     "input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning",
     "batch_input", "batch_output",
-    "tier_input", "tier_output", "tier_cache_read", "tier_cache_write", "tier_cache_write_1h",
 )  # fmt: skip
+TIER_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
+TIER_KINDS = ("threshold", "range")
 
 # LiteLLM files carry no dates; their entries apply from the epoch (i.e. always).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -43,11 +44,37 @@ class CatalogError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Tier:
+    """The prices of requests whose input_tokens n satisfy ``above < n <= up_to``.
+
+    Which tier a request falls in depends on its input tokens only (cached and cache-write
+    tokens count, as they are part of input), and the whole request is billed at that tier.
+    ``None`` means "not in this tier": the engine falls back as the entry's ``tier_kind`` says.
+    """
+
+    above: float
+    up_to: float = math.inf
+    input: float | None = None
+    output: float | None = None
+    cache_read: float | None = None
+    cache_write: float | None = None
+    cache_write_1h: float | None = None
+    reasoning: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class PriceEntry:
     """One version of one model's list prices (USD per token), in force from ``effective_from``.
 
-    ``cache_write`` is the 5-minute cache write; ``threshold_tokens`` starts a long-context tier:
-    a request whose input_tokens exceed it is priced wholly at the ``tier_*`` prices.
+    ``cache_write`` is the 5-minute cache write, ``cache_write_1h`` the 1-hour one. ``tiers``
+    (sorted by ``above``) move a request to other prices by its input size:
+
+    - ``tier_kind="threshold"`` (long-context pricing: Gemini, Claude, GPT above 200k/272k):
+      the tier of the highest threshold the request is strictly above applies; a price the tier
+      lacks is the entry's own price for that part.
+    - ``tier_kind="range"`` (LiteLLM ``tiered_pricing`` range tables, Qwen and others): the
+      first tier whose range holds the request applies, the last one beyond every range; cache
+      prices the tier lacks are the tier's input price, a missing output price the entry's own.
     """
 
     id: str
@@ -62,16 +89,35 @@ class PriceEntry:
     reasoning: float | None = None
     batch_input: float | None = None
     batch_output: float | None = None
-    threshold_tokens: int | None = None
-    tier_input: float | None = None
-    tier_output: float | None = None
-    tier_cache_read: float | None = None
-    tier_cache_write: float | None = None
-    tier_cache_write_1h: float | None = None
+    tiers: tuple[Tier, ...] = ()
+    tier_kind: str = "threshold"
 
     def prices(self) -> tuple[Any, ...]:
-        """What makes two entries bill the same (everything but id and source)."""
-        return (self.threshold_tokens, *(getattr(self, name) for name in PRICE_FIELDS))
+        """What makes two entries bill the same (everything but id, names and date)."""
+        return (self.tier_kind, self.tiers, *(getattr(self, name) for name in PRICE_FIELDS))
+
+
+def threshold_tiers(tiers: dict[float, dict[str, float]], inclusive: bool = False) -> tuple[Tier, ...]:
+    """Tiers from ``{threshold: {field: price}}``: each runs up to the next threshold.
+
+    ``inclusive`` makes a request of exactly ``threshold`` input tokens part of the tier (xAI
+    bills the higher tier once the prompt reaches the threshold); integer token counts make
+    that ``above = threshold - 1``.
+    """
+    starts = sorted(tiers)
+    return tuple(
+        Tier(
+            above=t - 1 if inclusive else t,
+            up_to=(starts[i + 1] - 1 if inclusive else starts[i + 1]) if i + 1 < len(starts) else math.inf,
+            **tiers[t],
+        )
+        for i, t in enumerate(starts)
+    )
+
+
+# Providers whose long-context tier starts AT the threshold rather than above it (LiteLLM's
+# calculator does the same for these).
+INCLUSIVE_THRESHOLD_PROVIDERS = frozenset({"xai"})
 
 
 _DATE_SUFFIX = re.compile(r"[-@](\d{4}-\d{2}-\d{2}|20\d{6})$")
@@ -212,33 +258,85 @@ LITELLM_FIELDS = {
     "input_cost_per_token_batches": "batch_input",
     "output_cost_per_token_batches": "batch_output",
 }
-_TIER_KEY = re.compile(
+# Image models list their output tokens here instead of output_cost_per_token.
+_IMAGE_OUTPUT = "output_cost_per_image_token"
+_THRESHOLD_KEY = re.compile(
     r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
-    r"|cache_creation_input_token_cost(?:_above_1hr)?)_above_(\d+)k_tokens$"
+    r"|cache_creation_input_token_cost(?:_above_1hr)?)_above_(\d+(?:\.\d+)?)(k?)_tokens$"
 )
+# Keys of a tiered_pricing row (LiteLLM's names) -> ours.
+_RANGE_FIELDS = {k: v for k, v in LITELLM_FIELDS.items() if "batches" not in k}
 
 
-def _litellm_prices(key: str, raw: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Our price fields from one LiteLLM entry, and what was wrong with it."""
+def _litellm_prices(raw: dict[str, Any], inclusive: bool) -> tuple[dict[str, Any], list[str]]:
+    """Our price fields from one LiteLLM entry, and what was wrong with it.
+
+    Read: the per-token prices above, the long-context thresholds
+    (``…_above_<N>k_tokens``), a ``tiered_pricing`` range table, and the image-output price
+    where no output price is given. Not read (they need usage the event does not carry):
+    service tiers (``_priority``, ``_flex``), audio/image/video token prices, per-image,
+    per-second and per-query prices, regional multipliers, off-peak windows.
+    """
     out: dict[str, Any] = {}
     bad: list[str] = []
-    tiers: dict[int, dict[str, float]] = defaultdict(dict)
+    tiers: dict[float, dict[str, float]] = defaultdict(dict)
     for name, value in raw.items():
-        tier = _TIER_KEY.match(name)
-        if name not in LITELLM_FIELDS and not tier:
+        tier = _THRESHOLD_KEY.match(name)
+        if name not in LITELLM_FIELDS and not tier and name != _IMAGE_OUTPUT:
             continue
+        if value is None:
+            continue  # LiteLLM writes null for "no price"; the same as leaving the key out
         if _bad_price(value):
             bad.append(f"{name}: got {_show(value)}, expected a number >= 0 (USD per token)")
         elif tier:
-            tiers[int(tier.group(2)) * 1000]["tier_" + LITELLM_FIELDS[tier.group(1)]] = float(value)
+            threshold = float(tier.group(2)) * (1000 if tier.group(3) else 1)
+            tiers[threshold][LITELLM_FIELDS[tier.group(1)]] = float(value)
+        elif name == _IMAGE_OUTPUT:
+            out.setdefault("_image_output", float(value))
         else:
             out[LITELLM_FIELDS[name]] = float(value)
+    image_output = out.pop("_image_output", None)
+    if not out.get("output") and image_output is not None:
+        out["output"] = image_output  # as LiteLLM: an output price of 0 or none -> image tokens
+    # A threshold tier exists where its input price does (LiteLLM keys tiers on that price).
+    tiers = {t: p for t, p in tiers.items() if "input" in p}
     if tiers:
-        # One tier is modelled; with several (5 entries in 2025 files) the lowest one applies.
-        threshold = min(tiers)
-        out["threshold_tokens"] = threshold
-        out.update(tiers[threshold])
+        out["tiers"] = threshold_tiers(tiers, inclusive)
+    table = raw.get("tiered_pricing")
+    if table is not None:
+        ranges, problems = _range_tiers(table)
+        bad += problems
+        if ranges:
+            out["tiers"], out["tier_kind"] = ranges, "range"
     return out, bad
+
+
+def _range_tiers(table: Any) -> tuple[tuple[Tier, ...], list[str]]:
+    if not isinstance(table, list):
+        return (), [f"tiered_pricing: got {_show(table)}, expected a list of tiers"]
+    tiers: list[Tier] = []
+    bad: list[str] = []
+    for i, row in enumerate(table):
+        if isinstance(row, dict) and not any(k in row for k in _RANGE_FIELDS):
+            continue  # a tier of something else (search results per query): not token pricing
+        rng = row.get("range") if isinstance(row, dict) else None
+        if (
+            not isinstance(rng, list) or len(rng) != 2 or any(_bad_price(x) for x in rng)
+            or rng[0] > rng[1]
+        ):  # fmt: skip
+            bad.append(f"tiered_pricing[{i}].range: got {_show(rng)}, expected [start, end]")
+            continue
+        assert isinstance(row, dict)
+        prices = {}
+        for key, field in _RANGE_FIELDS.items():
+            value = row.get(key)
+            if value is not None and _bad_price(value):
+                bad.append(f"tiered_pricing[{i}].{key}: got {_show(value)}, expected a number >= 0")
+            elif value:  # LiteLLM reads tier prices with `or`: a 0 means "not set" there too
+                prices[field] = float(value)
+        if "input" in prices:  # LiteLLM ignores a tier without an input price
+            tiers.append(Tier(above=float(rng[0]), up_to=float(rng[1]), **prices))
+    return tuple(sorted(tiers, key=lambda t: t.above)), bad
 
 
 def _parse_litellm(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
@@ -254,13 +352,14 @@ def _parse_litellm(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
         if "alias_of" in raw:
             aliases[key] = raw["alias_of"]
             continue
-        prices, bad = _litellm_prices(key, raw)
         provider = raw.get("litellm_provider")
+        inclusive = isinstance(provider, str) and canonical_provider(provider) in INCLUSIVE_THRESHOLD_PROVIDERS
+        prices, bad = _litellm_prices(raw, inclusive)
         if prices and not isinstance(provider, str):
             bad.append(f"litellm_provider: got {_show(provider)}, expected a provider name")
         if bad:
             problems.append(f"{key}: " + "; ".join(bad))
-        elif "input" in prices or "output" in prices:
+        elif "input" in prices or "output" in prices or "tiers" in prices:
             assert isinstance(provider, str)
             canonical, model = split_model(provider, key)
             entries[key] = PriceEntry(f"litellm:{key}", canonical, model, EPOCH, **prices)
@@ -277,7 +376,29 @@ def _parse_litellm(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
             values = {f.name: getattr(base, f.name) for f in fields(PriceEntry)}
             values.update(id=f"litellm:{key}", model=model)
             entries[key] = PriceEntry(**values)
-    return list(entries.values()), problems
+    return _prefer_prefixed(entries), problems
+
+
+def _prefer_prefixed(entries: dict[str, PriceEntry]) -> list[PriceEntry]:
+    """One entry per (provider, model) where LiteLLM lists a model twice.
+
+    The file sometimes has both ``deepseek-chat`` and ``deepseek/deepseek-chat`` with
+    different prices. LiteLLM's lookup tries ``<provider>/<model>`` before the bare name, so
+    the prefixed key is what it bills; we keep that one. Two bare or two prefixed keys that
+    disagree stay ambiguous (and unpriced) in Catalog.
+    """
+    by_model: dict[tuple[str, str], list[tuple[str, PriceEntry]]] = defaultdict(list)
+    for key, entry in entries.items():
+        by_model[(entry.provider, entry.model)].append((key, entry))
+    kept: list[PriceEntry] = []
+    for group in by_model.values():
+        if len(group) > 1 and len({e.prices() for _, e in group}) > 1:
+            prefixed = [e for key, e in group
+                        if "/" in key and canonical_provider(key.split("/", 1)[0]) == e.provider]  # fmt: skip
+            if len(prefixed) == 1:
+                group = [("", prefixed[0])]
+        kept.extend(e for _, e in group)
+    return kept
 
 
 # ---- spendlake's own format -----------------------------------------------------------------
@@ -287,7 +408,7 @@ def _parse_builtin(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
     """``{"format": "spendlake-prices/1", "models": [{provider, model, effective_from, ...}]}``.
 
     Each model row holds our field names directly; ``tier`` is an object with
-    ``threshold_tokens`` and the tier's input/output/cache_read/cache_write(_1h) prices.
+    ``threshold_tokens`` and the long-context tier's prices (TIER_FIELDS).
     """
     entries: list[PriceEntry] = []
     problems: list[str] = []
@@ -303,20 +424,28 @@ def _parse_builtin(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
             problems.append(f"{name}: effective_from: {exc}")
             continue
         tier = row.pop("tier", None) or {}
-        values = {**row, **{f"tier_{k}": v for k, v in tier.items() if k != "threshold_tokens"}}
-        bad = [f"{k}: got {_show(v)}" for k, v in values.items()
+        tier_prices = {k: v for k, v in tier.items() if k != "threshold_tokens"}
+        bad = [f"{k}: got {_show(v)}" for k, v in row.items()
                if k not in PRICE_FIELDS or _bad_price(v)]  # fmt: skip
-        if bad or "input" not in values:
+        bad += [f"tier.{k}: got {_show(v)}" for k, v in tier_prices.items()
+                if k not in TIER_FIELDS or _bad_price(v)]  # fmt: skip
+        if tier and _bad_price(tier.get("threshold_tokens")):
+            bad.append(f"tier.threshold_tokens: got {_show(tier.get('threshold_tokens'))}")
+        if bad or "input" not in row:
             problems.append(f"{name}: " + ("; ".join(bad) or "input: missing"))
             continue
+        tiers = threshold_tiers(
+            {float(tier["threshold_tokens"]): {k: float(v) for k, v in tier_prices.items()}},
+            inclusive=provider in INCLUSIVE_THRESHOLD_PROVIDERS,
+        ) if tier else ()  # fmt: skip
         entries.append(
             PriceEntry(
                 id=f"builtin:{name}@{since.date().isoformat()}",
                 provider=provider,
                 model=model,
                 effective_from=since,
-                threshold_tokens=tier.get("threshold_tokens"),
-                **{k: float(v) for k, v in values.items()},
+                tiers=tiers,
+                **{k: float(v) for k, v in row.items()},
             )
         )
     return entries, problems

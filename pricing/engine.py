@@ -1,22 +1,29 @@
 """The cost engine: a table of usage events in, the cost columns of contract 2 out.
 
-Rules (token conventions of contract 1: input includes cached and cache-write tokens,
-cache_write_1h is a subset of cache_write, output includes reasoning):
+Token conventions (contract 1): input includes cached and cache-write tokens, cache_write_1h is
+a subset of cache_write, output includes reasoning. The formula is LiteLLM's published one
+(``generic_cost_per_token`` and ``batch_cost_calculator``), so a LiteLLM catalog gives LiteLLM's
+numbers, with one principled difference: **a price the catalog lacks is never $0**.
 
-- input part = (input - cached - cache_write) x input; cached part = cached x cache_read;
-  cache-write part = (cache_write - 1h) x cache_write + 1h x cache_write_1h; output part =
-  (output - reasoning) x output; reasoning part = reasoning x reasoning. Remainders are clamped
-  at 0, so no part is ever negative.
-- A missing price falls back: cache_read and cache_write -> input, cache_write_1h ->
-  cache_write, reasoning -> output. A price still missing where tokens need it (e.g. an entry
-  with no output price and output tokens > 0) makes the row unpriced, never $0.
-- Long context: input_tokens > threshold_tokens (strictly) prices the whole request at the tier
-  prices; a tier price the entry lacks falls back to the normal price of that part.
-- batch=true uses batch_input / batch_output when the entry has them. In the long-context tier
-  the entry's batch discount (batch_input / input, batch_output / output) scales the tier
-  prices. Cache and reasoning prices have no batch variant in our entries and are not scaled.
+- Parts: input = max(input - cached - cache_write, 0) x input price; cached = cached x
+  cache_read; cache write = (cache_write - 1h) x cache_write + 1h x cache_write_1h; output =
+  (output - reasoning) x output; reasoning = reasoning x reasoning price. Remainders are
+  clamped at 0, so no part is ever negative.
+- Missing prices: cache_read and cache_write fall back to the input price, cache_write_1h to
+  cache_write, reasoning to output. (LiteLLM bills missing cache prices at $0.) An input or
+  output price still missing where tokens need it makes the row unpriced, never $0.
+- Tiers pick the whole request's prices by its input tokens (cached count): threshold tiers
+  (the highest threshold strictly exceeded; at the threshold for xAI) and range tables; see
+  ``PriceEntry``.
+- batch=true: input_tokens x batch_input (cached and cache writes included) when the entry
+  has a batch input price, else the non-cached input at half the input price plus the cached
+  at half the cache-read price; output_tokens x batch_output, else half the output price
+  (reasoning included). Tiers do not apply to batch requests. (All of this is LiteLLM's rule;
+  every major provider's batch API is 50% off list.)
 - The version in force is the latest with effective_from <= timestamp; an event older than
   every version uses the earliest (a catalog gap must not make traffic unpriced).
+- Overrides (negotiated rates per customer, team or virtual key; ``overrides.py``) replace the
+  catalog's prices or discount its cost; the row's source is then "override".
 - cache_hit=true: every part 0, cost 0, source "cache_hit" (the provider was never called).
 - Unknown model (or missing price): NULL cost and parts, source "unpriced", unless
   reported_cost_usd is present: then cost = reported, parts NULL, source "reported".
@@ -28,53 +35,68 @@ the rest is NumPy arithmetic on whole columns.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pricing.catalog import EPOCH, Catalog, PriceEntry, Tier
+from pricing.overrides import SCOPES, Override
 from pricing.schema import COST_SCHEMA, TS
-from pricing.catalog import Catalog, PriceEntry
 
 POLICIES = ("catalog_first", "reported_first")
-SOURCES = pa.array(["catalog", "reported", "unpriced", "cache_hit"], pa.string())
-CATALOG, REPORTED, UNPRICED, CACHE_HIT = range(4)
-# Price columns per (entry, variant); variant = 2 * long_context + batch.
+SOURCES = pa.array(["catalog", "reported", "unpriced", "cache_hit", "override"], pa.string())
+CATALOG, REPORTED, UNPRICED, CACHE_HIT, OVERRIDE = range(5)
+# The six part prices of a price vector.
 INPUT, CACHE_READ, CACHE_WRITE, CACHE_WRITE_1H, OUTPUT, REASONING = range(6)
 _DENSE_PAIRS_MAX = 1 << 22  # dense (provider x model) lookup table up to 4M cells, else np.unique
+NAN = float("nan")
 
 
-def _or(value: float | None, fallback: float) -> float:
-    return fallback if value is None else value
+def _or(*values: float | None) -> float:
+    """The first value that is not None; NaN (= not published) when all are."""
+    for v in values:
+        if v is not None:
+            return v
+    return NAN
 
 
-def _variants(e: PriceEntry) -> list[list[float]]:
-    """The six part prices of ``e`` for (normal, batch, tier, tier+batch); NaN = not published."""
-    nan = float("nan")
-    base_in, base_out = _or(e.input, nan), _or(e.output, nan)
-    in_ratio = e.batch_input / e.input if e.batch_input is not None and e.input else 1.0
-    out_ratio = e.batch_output / e.output if e.batch_output is not None and e.output else 1.0
-    rows = []
-    for tier in (False, True):
-        inp = _or(e.tier_input, base_in) if tier else base_in
-        out = _or(e.tier_output, base_out) if tier else base_out
-        cache_read = e.tier_cache_read if tier and e.tier_cache_read is not None else e.cache_read
-        cache_write = (
-            e.tier_cache_write if tier and e.tier_cache_write is not None else e.cache_write
-        )
-        write_1h = (
-            e.tier_cache_write_1h
-            if tier and e.tier_cache_write_1h is not None
-            else e.cache_write_1h
-        )
-        for batch in (False, True):
-            i, o = inp, out
-            if batch and not tier:
-                i, o = _or(e.batch_input, inp), _or(e.batch_output, out)
-            elif batch:
-                i, o = inp * in_ratio, out * out_ratio
-            cw = _or(cache_write, i)
-            rows.append([i, _or(cache_read, i), cw, _or(write_1h, cw), o, _or(e.reasoning, o)])
+def price_vectors(e: PriceEntry) -> list[list[float]]:
+    """The entry's price vectors: [base, tier 1..K, batch]; NaN = not published."""
+    i, o = _or(e.input), _or(e.output)
+    cw = _or(e.cache_write, i)
+    base = [i, _or(e.cache_read, i), cw, _or(e.cache_write_1h, cw), o, _or(e.reasoning, o)]
+    rows = [base]
+    for t in e.tiers:
+        rows.append(_tier_vector(e, t, base))
+    # Batch: LiteLLM's batch rule (no tiers); `or` because a 0 batch price means "none" there.
+    if e.batch_input:
+        bi = [e.batch_input] * 4
+    else:
+        bi = [i / 2, base[CACHE_READ] / 2, i / 2, i / 2]
+    bo = e.batch_output or o / 2
+    rows.append([*bi, bo, bo])
     return rows
+
+
+def _tier_vector(e: PriceEntry, t: Tier, base: list[float]) -> list[float]:
+    if e.tier_kind == "range":
+        i = _or(t.input)
+        cw = _or(t.cache_write, i)
+        o = _or(t.output, e.output)
+        return [i, _or(t.cache_read, i), cw, _or(t.cache_write_1h, t.cache_write, i), o,
+                _or(t.reasoning, t.output, e.reasoning, o)]  # fmt: skip
+    o = _or(t.output, e.output)
+    return [
+        _or(t.input, e.input),
+        _or(t.cache_read, None if math.isnan(base[CACHE_READ]) else base[CACHE_READ]),
+        _or(t.cache_write, None if math.isnan(base[CACHE_WRITE]) else base[CACHE_WRITE]),
+        _or(t.cache_write_1h, None if math.isnan(base[CACHE_WRITE_1H]) else base[CACHE_WRITE_1H]),
+        o,
+        _or(t.reasoning, e.reasoning, o),
+    ]
 
 
 def _tokens(events: pa.Table, name: str) -> np.ndarray:
@@ -129,20 +151,79 @@ def _entry_per_row(
     return entry, entries
 
 
+def _variant(entry: np.ndarray, entries: list[PriceEntry], inp: np.ndarray, batch: np.ndarray) -> np.ndarray:
+    """Per row, which price vector of its entry applies: 0 base, 1..K a tier, K+1 batch."""
+    variant = np.zeros(len(entry), dtype=np.int64)
+    for u, e in enumerate(entries):
+        if not e.tiers:
+            continue
+        rows = np.flatnonzero(entry == u)
+        if not rows.size:
+            continue
+        n = inp[rows]
+        chosen = np.zeros(rows.size, dtype=np.int64)
+        for k in range(len(e.tiers), 0, -1):  # backwards, so the first matching tier wins
+            t = e.tiers[k - 1]
+            chosen[(n > t.above) & (n <= t.up_to)] = k
+        if e.tier_kind == "range":  # beyond every range: the last tier; no input: the base
+            chosen[(chosen == 0) & (n > 0)] = len(e.tiers)
+        variant[rows] = chosen
+    sizes = np.array([len(e.tiers) + 1 for e in entries] + [0], dtype=np.int64)
+    return np.where(batch, sizes[entry], variant)
+
+
+def _apply_overrides(
+    events: pa.Table,
+    overrides: Sequence[Override],
+    pair: np.ndarray,
+    pairs: list[tuple[str, str]],
+    resolved: list[list[PriceEntry]],
+    ts_ms: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the index of the override that applies (-1 none) and its cost factor.
+
+    Overrides are applied least specific first (customer, team, virtual key; older before
+    newer), so the most specific one in force wins."""
+    which = np.full(events.num_rows, -1, dtype=np.int64)
+    order = sorted(range(len(overrides)), key=lambda k: (SCOPES.index(overrides[k].scope),
+                                                         overrides[k].effective_from))  # fmt: skip
+    for k in order:
+        o = overrides[k]
+        if o.scope not in events.column_names:
+            continue
+        owner = pc.equal(events.column(o.scope), o.owner)
+        mask = owner.to_numpy(zero_copy_only=False) if isinstance(owner, pa.Array) else \
+            pc.fill_null(owner, False).combine_chunks().to_numpy(zero_copy_only=False)  # fmt: skip
+        mask = np.asarray(mask, dtype=bool) & o.in_force(ts_ms)
+        if o.provider is not None:
+            models = [(p, found[0].model if found else m) for (p, m), found in zip(pairs, resolved)]
+            match = np.array([o.matches(p, m) for p, m in models] + [False])
+            mask &= match[pair]
+        which[mask] = k
+    factor = np.array([1.0 - (o.discount or 0.0) for o in overrides] + [1.0])
+    return which, factor[which]
+
+
 def price_table(
-    events: pa.Table, catalog: Catalog, *, policy: str = "catalog_first"
+    events: pa.Table,
+    catalog: Catalog,
+    *,
+    policy: str = "catalog_first",
+    overrides: Sequence[Override] = (),
 ) -> pa.Table:
     """Price every event; returns ``COST_SCHEMA`` columns, same row count and order as ``events``.
 
     ``events`` needs the EVENT_SCHEMA columns provider, model, timestamp, the six token columns,
-    batch, cache_hit and reported_cost_usd; provider and model already normalised (names.py).
+    batch, cache_hit and reported_cost_usd (and the attribution columns overrides name);
+    provider and model already normalised (names.py).
     """
     if policy not in POLICIES:
         raise ValueError(f"policy: got {policy!r}, expected one of {', '.join(POLICIES)}")
     n = events.num_rows
     pair, pairs = _pairs(events)
     ts_ms = events.column("timestamp").cast(TS).cast(pa.int64()).to_numpy()
-    entry, entries = _entry_per_row(pair, [catalog.resolve(p, m) for p, m in pairs], ts_ms)
+    resolved = [catalog.resolve(p, m) for p, m in pairs]
+    entry, entries = _entry_per_row(pair, resolved, ts_ms)
 
     inp, cached, write, write_1h, out, reasoning = (
         _tokens(events, name)
@@ -151,19 +232,32 @@ def price_table(
             "cache_write_1h_tokens", "output_tokens", "reasoning_tokens",
         )
     )  # fmt: skip
-    # One extra NaN "entry" at the end stands for unknown models, so -1 indexes it.
-    table = np.array([_variants(e) for e in entries] + [[[np.nan] * 6] * 4]).reshape(-1, 6)
-    threshold = np.array(
-        [np.inf if e.threshold_tokens is None else e.threshold_tokens for e in entries]
-        + [np.inf]
-    )
-    batch = events.column("batch").to_numpy(zero_copy_only=False).astype(np.int64)
-    long_context = inp > threshold[entry]
-    row = (entry % (len(entries) + 1)) * 4 + 2 * long_context + batch
+    batch = events.column("batch").to_numpy(zero_copy_only=False).astype(bool)
+
+    which = np.full(n, -1, dtype=np.int64)
+    factor = np.ones(n)
+    if overrides:
+        which, factor = _apply_overrides(events, overrides, pair, pairs, resolved, ts_ms)
+        explicit = np.array([o.entry is not None for o in overrides] + [False])[which]
+        if explicit.any():
+            # Explicit negotiated prices are entries of their own, after the catalog's.
+            ids = np.array([len(entries) + k for k in range(len(overrides))] + [-1])
+            entries = entries + [o.entry or PriceEntry("", "", "", EPOCH) for o in overrides]
+            entry = np.where(explicit, ids[which], entry)
+
+    # One extra NaN vector at the end stands for unknown models, so entry -1 indexes it.
+    vectors = [price_vectors(e) for e in entries]
+    offsets = np.cumsum([0] + [len(v) for v in vectors])
+    table = np.array([row for v in vectors for row in v] + [[NAN] * 6], dtype=np.float64)
+    if entries:
+        row = np.where(entry >= 0, offsets[np.maximum(entry, 0)] + _variant(entry, entries, inp, batch),
+                       len(table) - 1)  # fmt: skip
+    else:
+        row = np.full(n, len(table) - 1, dtype=np.int64)
 
     def part(tokens: np.ndarray, price: int) -> np.ndarray:
         # 0 tokens cost 0 even when the price is unknown (0 x NaN would be NaN).
-        return np.where(tokens > 0, tokens * table[row, price], 0.0)
+        return np.where(tokens > 0, tokens * table[row, price], 0.0) * factor
 
     parts = [
         part(np.maximum(inp - cached - write, 0), INPUT),
@@ -180,22 +274,39 @@ def price_table(
     reported = np.nan_to_num(reported_col.to_numpy(zero_copy_only=False).astype(np.float64))
     cache_hit = events.column("cache_hit").to_numpy(zero_copy_only=False)
 
-    source = np.where(priced, CATALOG, np.where(has_reported, REPORTED, UNPRICED))
+    source = np.where(priced, np.where(which >= 0, OVERRIDE, CATALOG),
+                      np.where(has_reported, REPORTED, UNPRICED))  # fmt: skip
     if policy == "reported_first":
         source = np.where(has_reported, REPORTED, source)
     source = np.where(cache_hit, CACHE_HIT, source).astype(np.int8)
 
-    is_catalog = source == CATALOG
+    is_priced = (source == CATALOG) | (source == OVERRIDE)
     zero = source == CACHE_HIT
-    cost = np.where(is_catalog, total, np.where(source == REPORTED, reported, 0.0))
+    cost = np.where(is_priced, total, np.where(source == REPORTED, reported, 0.0))
     cost_null = source == UNPRICED
-    part_null = ~(is_catalog | zero)
+    part_null = ~(is_priced | zero)
 
     def column(values: np.ndarray, null: np.ndarray) -> pa.Array:
         return pa.array(np.where(zero | null, 0.0, values), pa.float64(), mask=null)
 
-    ids = pa.array([e.id for e in entries] + [None], pa.string())
-    price_id = ids.take(pa.array(np.where(is_catalog, entry, len(entries))))
+    # price_id: the catalog entry; an explicit override's own id; "<override>|<entry>" for a
+    # discounted catalog price. Built over the few distinct (entry, override) combinations.
+    labels = [e.id for e in entries] + [None]
+    combo = (np.where(entry >= 0, entry, len(entries)) * (len(overrides) + 1)
+             + np.where(which >= 0, which, len(overrides)))  # fmt: skip
+    uniq, inverse = np.unique(np.where(is_priced, combo, -1), return_inverse=True)
+    names = []
+    for c in uniq.tolist():
+        if c < 0:
+            names.append(None)
+            continue
+        e, k = divmod(c, len(overrides) + 1)
+        base = labels[e]
+        if k == len(overrides):
+            names.append(base)
+        else:
+            names.append(overrides[k].id if overrides[k].entry is not None else f"{overrides[k].id}|{base}")
+    price_id = pa.array(names, pa.string()).take(pa.array(inverse.reshape(-1)))
     arrays = [
         column(cost, cost_null),
         SOURCES.take(pa.array(source)),
@@ -204,3 +315,5 @@ def price_table(
     ]
     assert all(len(a) == n for a in arrays)
     return pa.Table.from_arrays(arrays, schema=COST_SCHEMA)
+
+
