@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -24,7 +24,7 @@ from ingest.errors import LakeConflict
 from ingest.fastdecode import BatchDecoder
 from ingest.lake import Lake, Manifest
 from ingest.schema import DEAD_LETTER_SCHEMA, LAKE_SCHEMA, TS
-from pricing import Catalog, price_table
+from pricing import Catalog, Override, price_table
 
 log = logging.getLogger("spendlake.ingest")
 
@@ -80,6 +80,7 @@ class Pipeline:
         *,
         limits: BatchLimits = BatchLimits(),
         pricing_policy: str = "catalog_first",
+        overrides: Sequence[Override] = (),
         clock: Callable[[], float] = time.time,
         on_dead_letter: Callable[[pa.Table], None] | None = None,
     ) -> None:
@@ -87,6 +88,7 @@ class Pipeline:
         self.catalog = catalog
         self.limits = limits
         self.pricing_policy = pricing_policy
+        self.overrides = tuple(overrides)
         self.clock = clock
         self.on_dead_letter = on_dead_letter
         self.stats = Stats()
@@ -204,7 +206,7 @@ class Pipeline:
         n = events.num_rows
         if not n:
             return LAKE_SCHEMA.empty_table(), None
-        costs = price_table(events, self.catalog, policy=self.pricing_policy)
+        costs = price_table(events, self.catalog, policy=self.pricing_policy, overrides=self.overrides)
         offsets = pa.array(buf.offsets, pa.int64())
         if n != len(buf.offsets):
             offsets = offsets.take(pa.array(rows_at))

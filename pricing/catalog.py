@@ -155,12 +155,25 @@ class Catalog:
             key: tuple(ids) for key, ids in ambiguous.items()
         }
         self._cache: dict[tuple[str, str], list[PriceEntry]] = {}
+        self.fallback: Catalog | None = None
+
+    def over(self, fallback: Catalog) -> Catalog:
+        """This catalog, asking ``fallback`` for models it does not know (an imported LiteLLM
+        file over the built-in list). A model either catalog finds ambiguous stays unpriced."""
+        layered = Catalog([], source=f"{self.source} over {fallback.source}")
+        layered._versions, layered.ambiguous = self._versions, self.ambiguous
+        layered.fallback = fallback
+        return layered
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._versions.values())
+        return len(self.entries())
 
     def entries(self) -> list[PriceEntry]:
-        return [e for versions in self._versions.values() for e in versions]
+        own = [e for versions in self._versions.values() for e in versions]
+        if self.fallback is None:
+            return own
+        mine = set(self._versions)
+        return own + [e for e in self.fallback.entries() if (e.provider, e.model) not in mine]
 
     def resolve(self, provider: str, model: str) -> list[PriceEntry]:
         """Every version of the model's prices, oldest first; ``[]`` = unknown or ambiguous."""
@@ -171,14 +184,14 @@ class Catalog:
         return list(hit)
 
     def _resolve(self, provider: str, model: str) -> list[PriceEntry]:
-        provider, model = split_model(provider, model)
-        for name in _lookup_names(provider, model):
-            key = (provider, name)
+        canonical, name_ = split_model(provider, model)
+        for name in _lookup_names(canonical, name_):
+            key = (canonical, name)
             if key in self.ambiguous:
                 return []
             if key in self._versions:
                 return list(self._versions[key])
-        return []
+        return self.fallback.resolve(provider, model) if self.fallback is not None else []
 
     @classmethod
     def builtin(cls) -> Catalog:
@@ -215,7 +228,7 @@ class Catalog:
 
 
 def load_catalog(spec: str) -> Catalog:
-    """``"builtin"`` or a path to a LiteLLM-format file.
+    """``"builtin"`` or a path to a LiteLLM-format file (alone: that file is the catalog).
 
     Bad or conflicting entries are logged (one warning listing them) and left out, so one typo
     in a 4,000-entry file does not stop ingest; an unreadable or empty file raises CatalogError.

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from datetime import date
 from typing import Any
 
 from ingest.errors import SpendlakeError
@@ -43,7 +44,8 @@ def build_parser() -> Parser:
                      help="read JSONL files (path, directory, glob, .gz) or - for stdin instead of Kafka; repeatable")
     ing.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
                      help="stop after this many seconds without a new record")
-    ing.add_argument("--catalog", help="price catalog: 'builtin' or a LiteLLM-format JSON file")
+    ing.add_argument("--catalog", help="price catalog: 'auto' (default: the lake's imported catalog over the built-in one), "
+                     "'builtin', or a LiteLLM-format JSON file")
     ing.add_argument("--batch-records", type=int, help="cut a batch at this many records (default 50000)")
     ing.add_argument("--batch-bytes", type=int, help="cut a batch at this many bytes (default 32 MiB)")
     ing.add_argument("--batch-age", type=float, metavar="SECONDS", help="cut a batch at this age (default 5)")
@@ -53,9 +55,41 @@ def build_parser() -> Parser:
     pr = sub.add_parser("price", help="price JSONL events from stdin to stdout",
                         description="Read usage events as JSONL on stdin; write each back with cost_usd, cost_source, "
                         "the cost parts and price_id. Bad lines are reported on stderr (exit code 1 at the end).")
-    pr.add_argument("--catalog", default="builtin", help="'builtin' or a LiteLLM-format JSON price file")
-    pr.add_argument("--policy", default="catalog_first", choices=settings_mod.POLICIES,
-                    help="which cost wins when the event carries its own cost_usd")
+    pr.add_argument("--catalog", help="'builtin' (default), 'auto' (with --lake: the lake's imported catalog) "
+                    "or a LiteLLM-format JSON price file")
+    pr.add_argument("--config", help="spendlake.toml: [pricing] catalog, policy and overrides")
+    pr.add_argument("--lake", help="lake whose imported catalog 'auto' means")
+    pr.add_argument("--policy", choices=settings_mod.POLICIES,
+                    help="which cost wins when the event carries its own cost_usd (default catalog_first)")
+
+    pg = sub.add_parser("pricing", help="manage the price catalog: import a LiteLLM file, list unpriced models",
+                        description="Import a LiteLLM-format price list into the lake's local catalog, or list the "
+                        "models that have usage but no price.")
+    pgs = pg.add_subparsers(dest="pricing_verb", required=True, parser_class=Parser, metavar="ACTION")
+    imp = pgs.add_parser("import", help="load a LiteLLM model_prices_and_context_window.json (file or URL)",
+                         description="Validate a LiteLLM-format price file (every bad entry is listed; the good ones "
+                         "load) and make it the lake's local catalog, used by ingest and serve with catalog = 'auto'.")
+    imp.add_argument("source", metavar="FILE|URL")
+    imp.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    imp.add_argument("--config", help="spendlake.toml")
+    unp = pgs.add_parser("unpriced", help="models with usage but no price",
+                         description="List provider/model pairs whose events have no catalog price "
+                         "(cost NULL, or the emitter's reported cost), with counts and when they were last seen.")
+    unp.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    unp.add_argument("--config", help="spendlake.toml")
+    unp.add_argument("--since", type=_date, metavar="YYYY-MM-DD", help="only events on or after this day (UTC)")
+    unp.add_argument("--format", choices=("table", "json"), default="table")
+
+    rp = sub.add_parser("reprice", help="recompute stored events' costs after a catalog or override change",
+                        description="Re-price the lake's events of the given days with the current catalog and "
+                        "overrides. Each file is replaced atomically; files whose costs do not change are left "
+                        "alone, so running it twice changes nothing the second time.")
+    rp.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    rp.add_argument("--since", type=_date, required=True, metavar="YYYY-MM-DD", help="first event day (UTC)")
+    rp.add_argument("--until", type=_date, metavar="YYYY-MM-DD", help="last event day, inclusive (default: no end)")
+    rp.add_argument("--config", help="spendlake.toml: [pricing] catalog, policy and overrides")
+    rp.add_argument("--catalog", help="'auto' (default), 'builtin' or a LiteLLM-format JSON file")
+    rp.add_argument("--quiet", action="store_true", help="no progress bar")
 
     demo = sub.add_parser("demo", help="run a month of synthetic traffic through Kafka into a lake and show the spend",
                           description="Start a local Kafka broker, produce a month of synthetic LLM usage (one agent runs "
@@ -82,7 +116,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verb == "price":
             from spendlake.price_cmd import run as run_price
 
-            return run_price(args.catalog, args.policy, sys.stdin.buffer, sys.stdout.buffer)
+            cfg = settings_mod.load(args.config).with_overrides(
+                {("pricing", "catalog"): args.catalog or ("builtin" if args.lake is None and args.config is None else None),
+                 ("pricing", "policy"): args.policy, ("lake", "path"): args.lake}  # fmt: skip
+            )
+            catalog, policy, overrides = _pricing(cfg)
+            return run_price(catalog, policy, overrides, sys.stdin.buffer, sys.stdout.buffer)
+        if args.verb == "pricing":
+            from spendlake import pricing_cmd
+
+            cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+            if args.pricing_verb == "import":
+                return pricing_cmd.cmd_import(args.source, cfg.get("lake", "path"))
+            return pricing_cmd.cmd_unpriced(cfg.get("lake", "path"), args.since, args.format)
+        if args.verb == "reprice":
+            return cmd_reprice(args)
         if args.verb == "demo":
             from spendlake.demo import run as run_demo
 
@@ -101,8 +149,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.lake import Lake
     from ingest.pipeline import BatchLimits, Pipeline
-    from pricing import load_catalog
-
     cfg = settings_mod.load(args.config).with_overrides(
         {
             ("kafka", "bootstrap_servers"): args.bootstrap_servers,
@@ -119,10 +165,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     problems = settings_mod.check(cfg.values)
     if problems:
         raise settings_mod.ConfigError(problems, "command line")
-    try:
-        catalog = load_catalog(cfg.get("pricing", "catalog"))
-    except (OSError, ValueError) as exc:
-        raise settings_mod.ConfigError([f"--catalog: {exc}"]) from None
+    catalog, policy, overrides = _pricing(cfg)
     limits = BatchLimits(
         cfg.get("ingest", "batch_max_records"), cfg.get("ingest", "batch_max_bytes"), cfg.get("ingest", "batch_max_age")
     )
@@ -133,7 +176,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     gc.disable()
     progress = None if args.quiet else Progress()
     dlq = _dead_letter_producer(cfg) if cfg.get("kafka", "dead_letter_topic") else None
-    pipeline = Pipeline(lake, catalog, limits=limits, pricing_policy=cfg.get("pricing", "policy"), on_dead_letter=dlq)
+    pipeline = Pipeline(lake, catalog, limits=limits, pricing_policy=policy, overrides=overrides, on_dead_letter=dlq)
 
     if args.source:
         from ingest.source import ingest_files
@@ -163,6 +206,40 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         sys.stderr.write(f"spendlake: the group {ks.group_id} never assigned a partition of {ks.topic} to this consumer\n")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _date(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected a day like 2026-11-01") from None
+
+
+def _pricing(cfg: settings_mod.Settings) -> tuple[Any, str, tuple[Any, ...]]:
+    """(catalog, policy, overrides) from the settings; a catalog that cannot load is a config error."""
+    from spendlake.pricing_cmd import resolve_catalog
+
+    spec = cfg.get("pricing", "catalog")
+    try:
+        catalog = resolve_catalog(spec, cfg.get("lake", "path"))
+    except (OSError, ValueError) as exc:
+        raise settings_mod.ConfigError([f"[pricing] catalog {spec!r}: {exc}"]) from None
+    return catalog, cfg.get("pricing", "policy"), cfg.overrides
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from pricing import price_table
+    from spendlake.pricing_cmd import cmd_reprice as run
+
+    cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake, ("pricing", "catalog"): args.catalog})
+    if args.until is not None and args.until < args.since:
+        raise settings_mod.ConfigError([f"--until: got {args.until}, expected a day on or after --since {args.since}"])
+    catalog, policy, overrides = _pricing(cfg)
+
+    def price(events: Any) -> Any:
+        return price_table(events, catalog, policy=policy, overrides=overrides)
+
+    return run(cfg.get("lake", "path"), args.since, args.until, price, args.quiet)
 
 
 def _dead_letter_producer(cfg: settings_mod.Settings) -> Any:

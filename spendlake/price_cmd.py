@@ -10,6 +10,7 @@ is reported on stderr with its line number, field and value, and the run ends wi
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import orjson
@@ -18,14 +19,13 @@ import pyarrow as pa
 from ingest.decode import ROW_FIELDS, Row, decode
 from ingest.errors import BadRecord
 from ingest.schema import COST_SCHEMA, EVENT_SCHEMA
-from pricing import Catalog, load_catalog, price_table
+from pricing import Catalog, Override, price_table
 
 CHUNK = 10_000
 COST_KEYS = [f.name for f in COST_SCHEMA]
 
 
-def run(catalog_spec: str, policy: str, stdin: BinaryIO, stdout: BinaryIO) -> int:
-    catalog = load_catalog(catalog_spec)
+def run(catalog: Catalog, policy: str, overrides: Sequence[Override], stdin: BinaryIO, stdout: BinaryIO) -> int:
     bad = 0
     pending: list[tuple[Row, dict[str, Any]]] = []
     for lineno, line in enumerate(stdin, start=1):
@@ -40,21 +40,23 @@ def run(catalog_spec: str, policy: str, stdin: BinaryIO, stdout: BinaryIO) -> in
         original = orjson.loads(line) if row[-1] == "spendlake.v1" else {}
         pending.append((row, original))
         if len(pending) >= CHUNK:
-            _emit(pending, catalog, policy, stdout)
+            _emit(pending, catalog, policy, overrides, stdout)
             pending = []
-    _emit(pending, catalog, policy, stdout)
+    _emit(pending, catalog, policy, overrides, stdout)
     stdout.flush()
     if bad:
         sys.stderr.write(f"spendlake price: {bad} line{'s' if bad != 1 else ''} could not be priced\n")
     return 1 if bad else 0
 
 
-def _emit(pending: list[tuple[Row, dict[str, Any]]], catalog: Catalog, policy: str, out: BinaryIO) -> None:
+def _emit(
+    pending: list[tuple[Row, dict[str, Any]]], catalog: Catalog, policy: str, overrides: Sequence[Override], out: BinaryIO
+) -> None:
     if not pending:
         return
     cols = list(zip(*(row for row, _ in pending)))
     events = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
-    costs = price_table(events, catalog, policy=policy).to_pylist()
+    costs = price_table(events, catalog, policy=policy, overrides=overrides).to_pylist()
     for (row, original), cost in zip(pending, costs):
         if original:
             doc = dict(original)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SpendlakeError
+from pricing.overrides import Override, parse_overrides
 
 # (section, key) → (type, default). Env override: SPENDLAKE_<SECTION>_<KEY>, e.g.
 # SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS, SPENDLAKE_LAKE_PATH.
@@ -33,13 +34,15 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("kafka", "ssl_cafile"): (str, ""),
     ("lake", "path"): (str, "./lake"),
     ("lake", "timezone"): (str, "UTC"),
-    ("pricing", "catalog"): (str, "builtin"),
+    ("pricing", "catalog"): (str, "auto"),
     ("pricing", "policy"): (str, "catalog_first"),
     ("ingest", "batch_max_records"): (int, 50_000),
     ("ingest", "batch_max_bytes"): (int, 32 * 1024 * 1024),
     ("ingest", "batch_max_age"): (float, 5.0),
     ("metrics", "listen"): (str, "127.0.0.1:9464"),
 }
+# Keys holding arrays of tables, validated by their owners.
+TABLES = {("pricing", "overrides")}
 POLICIES = ("catalog_first", "reported_first")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
@@ -60,6 +63,7 @@ class Settings:
     values: dict[tuple[str, str], Any]
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = "defaults"
+    overrides: tuple[Override, ...] = ()  # [[pricing.overrides]], validated
 
     def get(self, section: str, key: str) -> Any:
         return self.values[(section, key)]
@@ -123,13 +127,16 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
             problems.append(f"[{section}]: expected a table, got {sec!r}")
             continue
         for key in sec:
-            if (section, key) not in SCALARS:
+            if (section, key) not in SCALARS and (section, key) not in TABLES:
                 known = ", ".join(k for s, k in SCALARS if s == section)
                 problems.append(f"[{section}] {key}: unknown key (known: {known})")
     problems += check(values)
+    pricing = raw.get("pricing") if isinstance(raw.get("pricing"), dict) else {}
+    overrides, bad = parse_overrides(pricing.get("overrides"))
+    problems += bad
     if problems:
         raise ConfigError(problems, source)
-    return Settings(values, raw, source)
+    return Settings(values, raw, source, tuple(overrides))
 
 
 def check(values: dict[tuple[str, str], Any]) -> list[str]:
