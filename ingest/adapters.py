@@ -33,7 +33,7 @@ FIELDS = frozenset((
     "event_id", "timestamp", "provider", "model", "input_tokens", "output_tokens",
     "cached_input_tokens", "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens",
     "virtual_key", "team", "customer", "user", "project", "tags", "request_type", "batch",
-    "status", "status_code", "latency_ms", "cache_hit", "cost_usd",
+    "status", "status_code", "latency_ms", "cache_hit", "images", "duration_seconds", "cost_usd",
 ))
 FORMATS = ("spendlake.v1", "openai", "anthropic", "litellm", "litellm_spend_log", "bifrost")
 UNKNOWN_SHAPE = "a spendlake v1 event or an OpenAI, Anthropic, LiteLLM or Bifrost usage record"

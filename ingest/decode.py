@@ -27,6 +27,8 @@ MAX_LABEL_CHARS = 256
 MIN_EPOCH_MS = 946_684_800_000  # 2000-01-01: earlier is a seconds-vs-milliseconds mistake
 MAX_EPOCH_MS = 4_102_444_800_000  # 2100-01-01
 STATUSES = ("success", "error")
+MAX_IMAGES = 10_000  # per request
+MAX_DURATION_S = 1_000_000  # ~11.6 days of audio or video in one request
 
 # Row layout: the order of schema.EVENT_FIELDS.
 ROW_FIELDS = (
@@ -35,7 +37,7 @@ ROW_FIELDS = (
     "cache_write_1h_tokens", "reasoning_tokens",
     "virtual_key", "team", "customer", "user", "project",
     "tags", "request_type", "batch", "status", "status_code", "latency_ms", "cache_hit",
-    "reported_cost_usd", "input_format",
+    "images", "duration_seconds", "reported_cost_usd", "input_format",
 )  # fmt: skip
 
 Row = tuple[Any, ...]
@@ -101,7 +103,8 @@ def validate(ev: dict[str, Any], fmt: str) -> Row:
         _label(ev, "user"), _label(ev, "project"),
         _tags(get("tags")), request_type,
         _flag(ev, "batch"), status, _status_code(get("status_code")),
-        _number(ev, "latency_ms"), _flag(ev, "cache_hit"), _number(ev, "cost_usd"), fmt,
+        _number(ev, "latency_ms"), _flag(ev, "cache_hit"), _images(get("images")),
+        _duration(get("duration_seconds")), _number(ev, "cost_usd"), fmt,
     )  # fmt: skip
 
 
@@ -157,6 +160,22 @@ def _number(ev: dict[str, Any], name: str) -> float | None:
         return None
     if type(value) not in (int, float) or not 0 <= value < 1e12:
         raise BadRecord(name, value, "a number ≥ 0")
+    return float(value)
+
+
+def _images(value: Any) -> int | None:
+    if value is None:
+        return None
+    if type(value) is not int or not 0 <= value <= MAX_IMAGES:
+        raise BadRecord("images", value, f"an integer from 0 to {MAX_IMAGES:,}")
+    return value
+
+
+def _duration(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) not in (int, float) or not 0 <= value <= MAX_DURATION_S:
+        raise BadRecord("duration_seconds", value, f"a number of seconds from 0 to {MAX_DURATION_S:,}")
     return float(value)
 
 

@@ -23,7 +23,8 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from ingest.decode import (
-    MAX_EPOCH_MS, MAX_ID_CHARS, MAX_RECORD_BYTES, MAX_LABEL_CHARS, MAX_TOKENS, MIN_EPOCH_MS, Row, _timestamp, decode,
+    MAX_DURATION_S, MAX_EPOCH_MS, MAX_ID_CHARS, MAX_IMAGES, MAX_RECORD_BYTES, MAX_LABEL_CHARS, MAX_TOKENS,
+    MIN_EPOCH_MS, Row, _timestamp, decode,
 )  # fmt: skip
 from ingest.errors import BadRecord
 from ingest.schema import ATTRIBUTION_COLUMNS, EVENT_SCHEMA, TOKEN_COLUMNS, TS
@@ -39,7 +40,7 @@ def _json_schema(ts_type: pa.DataType) -> pa.Schema:
         *[(c, pa.int64()) for c in TOKEN_COLUMNS], *[(c, pa.string()) for c in ATTRIBUTION_COLUMNS],
         ("request_type", pa.string()), ("batch", pa.bool_()), ("status", pa.string()),
         ("status_code", pa.int64()), ("latency_ms", pa.float64()), ("cache_hit", pa.bool_()),
-        ("cost_usd", pa.float64()),
+        ("images", pa.int64()), ("duration_seconds", pa.float64()), ("cost_usd", pa.float64()),
         ("usage", pa.struct([])),  # only a marker: a `usage` object means another adapter
     ]  # fmt: skip
     return pa.schema(fields)
@@ -205,12 +206,16 @@ def _validate(t: pa.Table) -> tuple[np.ndarray, list[pa.Array]]:
         a = _arr(t, c)
         mask(pc.or_kleene(pc.is_null(a), pc.and_(pc.greater_equal(a, 0), pc.less(a, 1e12))))
         nums[c] = a
+    images, duration = _arr(t, "images"), _arr(t, "duration_seconds")
+    mask(pc.or_kleene(pc.is_null(images), pc.and_(pc.greater_equal(images, 0), pc.less_equal(images, MAX_IMAGES))))
+    mask(pc.or_kleene(pc.is_null(duration),
+                      pc.and_(pc.greater_equal(duration, 0), pc.less_equal(duration, MAX_DURATION_S))))  # fmt: skip
     tags = _tags(t, ok)
     cols = [
         eid, ts, provider, model, *[tokens[c] for c in TOKEN_COLUMNS], *[labels[c] for c in ATTRIBUTION_COLUMNS],
         tags, request_type, pc.fill_null(_arr(t, "batch"), False), status,
         pc.if_else(pc.is_null(code), pa.scalar(None, pa.int64()), code).cast(pa.int32(), safe=False),
-        nums["latency_ms"], pc.fill_null(_arr(t, "cache_hit"), False), nums["cost_usd"],
+        nums["latency_ms"], pc.fill_null(_arr(t, "cache_hit"), False), images, duration, nums["cost_usd"],
         pa.repeat(pa.scalar(FORMAT), n),
     ]  # fmt: skip
     return ok, cols

@@ -109,6 +109,15 @@ class Lake:
             for pdir in sorted(sdir.iterdir(), key=lambda p: int(p.name)):
                 yield sdir.name, int(pdir.name)
 
+    @contextmanager
+    def partition_lock(self, stream: str, partition: int) -> Iterator[None]:
+        """The per-partition lock `commit()` and `recover()` take, for other writers of the lake
+        (e.g. ingest/reprice.py replacing a data file in place)."""
+        mdir = self._mdir(stream, partition)
+        mdir.mkdir(parents=True, exist_ok=True)
+        with self._locked(mdir):
+            yield
+
     # --- writing a batch -------------------------------------------------------------------
 
     def commit(

@@ -36,6 +36,8 @@ EVENT_FIELDS: list[pa.Field] = [
     pa.field("status_code", pa.int32()),
     pa.field("latency_ms", pa.float64()),
     pa.field("cache_hit", pa.bool_(), nullable=False),
+    pa.field("images", pa.int64()),  # images generated (request_type image) or sent; per-image prices
+    pa.field("duration_seconds", pa.float64()),  # audio/video seconds; per-second prices
     pa.field("reported_cost_usd", pa.float64()),
     pa.field("input_format", pa.string(), nullable=False),  # which adapter decoded it
 ]

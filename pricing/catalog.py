@@ -31,7 +31,10 @@ log = logging.getLogger("spendlake.pricing")
 PRICE_FIELDS = (
     "input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning",
     "batch_input", "batch_output",
+    "per_request", "input_per_image", "output_per_image", "input_per_second", "output_per_second",
 )  # fmt: skip
+# Prices per unit other than a token (USD per request, image or second).
+UNIT_FIELDS = ("per_request", "input_per_image", "output_per_image", "input_per_second", "output_per_second")
 TIER_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
 TIER_KINDS = ("threshold", "range")
 
@@ -75,7 +78,14 @@ class PriceEntry:
     - ``tier_kind="range"`` (LiteLLM ``tiered_pricing`` range tables, Qwen and others): the
       first tier whose range holds the request applies, the last one beyond every range; cache
       prices the tier lacks are the tier's input price, a missing output price the entry's own.
+
+    Unit prices: ``per_request`` is added to every request; ``output_per_image`` (image
+    generation) or else ``input_per_image`` times the event's ``images``; ``input_per_second``
+    (transcription) or else ``output_per_second`` (speech, video) times its ``duration_seconds``.
     """
+
+    def has_token_prices(self) -> bool:
+        return self.input is not None or self.output is not None or bool(self.tiers)
 
     id: str
     provider: str
@@ -89,6 +99,11 @@ class PriceEntry:
     reasoning: float | None = None
     batch_input: float | None = None
     batch_output: float | None = None
+    per_request: float | None = None
+    input_per_image: float | None = None
+    output_per_image: float | None = None
+    input_per_second: float | None = None
+    output_per_second: float | None = None
     tiers: tuple[Tier, ...] = ()
     tier_kind: str = "threshold"
 
@@ -270,6 +285,11 @@ LITELLM_FIELDS = {
     "output_cost_per_reasoning_token": "reasoning",
     "input_cost_per_token_batches": "batch_input",
     "output_cost_per_token_batches": "batch_output",
+    "input_cost_per_request": "per_request",
+    "input_cost_per_image": "input_per_image",
+    "output_cost_per_image": "output_per_image",
+    "input_cost_per_second": "input_per_second",
+    "output_cost_per_second": "output_per_second",
 }
 # Image models list their output tokens here instead of output_cost_per_token.
 _IMAGE_OUTPUT = "output_cost_per_image_token"
@@ -278,17 +298,18 @@ _THRESHOLD_KEY = re.compile(
     r"|cache_creation_input_token_cost(?:_above_1hr)?)_above_(\d+(?:\.\d+)?)(k?)_tokens$"
 )
 # Keys of a tiered_pricing row (LiteLLM's names) -> ours.
-_RANGE_FIELDS = {k: v for k, v in LITELLM_FIELDS.items() if "batches" not in k}
+_RANGE_FIELDS = {k: v for k, v in LITELLM_FIELDS.items() if v in TIER_FIELDS}
 
 
 def _litellm_prices(raw: dict[str, Any], inclusive: bool) -> tuple[dict[str, Any], list[str]]:
     """Our price fields from one LiteLLM entry, and what was wrong with it.
 
     Read: the per-token prices above, the long-context thresholds
-    (``…_above_<N>k_tokens``), a ``tiered_pricing`` range table, and the image-output price
-    where no output price is given. Not read (they need usage the event does not carry):
-    service tiers (``_priority``, ``_flex``), audio/image/video token prices, per-image,
-    per-second and per-query prices, regional multipliers, off-peak windows.
+    (``…_above_<N>k_tokens``), a ``tiered_pricing`` range table, the image-output token price
+    where no output price is given, and per-request, per-image and per-second prices. Not read
+    (they need usage the event does not carry): service tiers (``_priority``, ``_flex``),
+    audio/image/video token prices, per-query, per-character and per-pixel prices, image sizes
+    and qualities, regional multipliers, off-peak windows.
     """
     out: dict[str, Any] = {}
     bad: list[str] = []
@@ -372,7 +393,7 @@ def _parse_litellm(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
             bad.append(f"litellm_provider: got {_show(provider)}, expected a provider name")
         if bad:
             problems.append(f"{key}: " + "; ".join(bad))
-        elif "input" in prices or "output" in prices or "tiers" in prices:
+        elif "input" in prices or "output" in prices or "tiers" in prices or prices.keys() & set(UNIT_FIELDS):
             assert isinstance(provider, str)
             canonical, model = split_model(provider, key)
             entries[key] = PriceEntry(f"litellm:{key}", canonical, model, EPOCH, **prices)
@@ -458,7 +479,7 @@ def _parse_builtin(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
                 model=model,
                 effective_from=since,
                 tiers=tiers,
-                **{k: float(v) for k, v in row.items()},
+                **{k: float(v) for k, v in row.items()},  # type: ignore[arg-type]
             )
         )
     return entries, problems

@@ -24,6 +24,10 @@ numbers, with one principled difference: **a price the catalog lacks is never $0
   every version uses the earliest (a catalog gap must not make traffic unpriced).
 - Overrides (negotiated rates per customer, team or virtual key; ``overrides.py``) replace the
   catalog's prices or discount its cost; the row's source is then "override".
+- Unit prices: per_request on every request; images x the per-image price (output side for
+  image generation, else input side); duration_seconds x the per-second price (input side for
+  transcription, else output). An entry with unit prices only bills its units and ignores
+  tokens; with no units recorded the row is unpriced. Units have no batch or tier variants.
 - cache_hit=true: every part 0, cost 0, source "cache_hit" (the provider was never called).
 - Unknown model (or missing price): NULL cost and parts, source "unpriced", unless
   reported_cost_usd is present: then cost = reported, parts NULL, source "reported".
@@ -42,7 +46,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pricing.catalog import EPOCH, Catalog, PriceEntry, Tier
+from pricing.catalog import EPOCH, UNIT_FIELDS, Catalog, PriceEntry, Tier
 from pricing.overrides import SCOPES, Override
 from pricing.schema import COST_SCHEMA, TS
 
@@ -204,6 +208,36 @@ def _apply_overrides(
     return which, factor[which]
 
 
+def _units(events: pa.Table, name: str) -> np.ndarray:
+    if name not in events.column_names:  # lake files written before the column existed
+        return np.zeros(events.num_rows)
+    return np.nan_to_num(events.column(name).to_numpy(zero_copy_only=False).astype(np.float64))
+
+
+def _unit_costs(
+    events: pa.Table, entries: list[PriceEntry], entry: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Per row: the per-request/-image/-second cost on the input side and on the output side,
+    and whether the row's entry has unit prices only (None when no entry has unit prices)."""
+    if not any(getattr(e, f) is not None for e in entries for f in UNIT_FIELDS):
+        return 0.0, 0.0, None  # type: ignore[return-value]
+
+    def price(name: str) -> np.ndarray:
+        return np.array([_or(getattr(e, name), 0.0) for e in entries] + [0.0])[entry]
+
+    images, seconds = _units(events, "images"), _units(events, "duration_seconds")
+    has = np.array([[e.output_per_image is not None, e.input_per_second is not None] for e in entries]
+                   + [[False, False]])[entry]  # fmt: skip
+    unit_in = (price("per_request") + np.where(has[:, 0], 0.0, images * price("input_per_image"))
+               + seconds * price("input_per_second"))  # fmt: skip
+    unit_out = images * price("output_per_image") + np.where(has[:, 1], 0.0, seconds * price("output_per_second"))
+    # Unit-only entries bill their units; with no units recorded there is nothing they can
+    # price, and the row stays unpriced rather than $0.
+    only = np.array([not e.has_token_prices() for e in entries] + [False])[entry]
+    per_request = np.array([e.per_request is not None for e in entries] + [False])[entry]
+    return unit_in, unit_out, only & ((images > 0) | (seconds > 0) | per_request)
+
+
 def price_table(
     events: pa.Table,
     catalog: Catalog,
@@ -266,6 +300,13 @@ def price_table(
         part(np.maximum(out - reasoning, 0), OUTPUT),
         part(reasoning, REASONING),
     ]
+    unit_in, unit_out, unit_only = _unit_costs(events, entries, entry)
+    if unit_only is not None:
+        # An entry priced only per request, image or second bills those; its token counts are
+        # informational (as in LiteLLM's image and audio calculators).
+        parts = [np.where(unit_only, np.nan_to_num(p), p) for p in parts]
+        parts[0] = parts[0] + unit_in * factor
+        parts[3] = parts[3] + unit_out * factor
     total = parts[0] + parts[1] + parts[2] + parts[3] + parts[4]
     priced = ~np.isnan(total)
 
@@ -295,7 +336,7 @@ def price_table(
     combo = (np.where(entry >= 0, entry, len(entries)) * (len(overrides) + 1)
              + np.where(which >= 0, which, len(overrides)))  # fmt: skip
     uniq, inverse = np.unique(np.where(is_priced, combo, -1), return_inverse=True)
-    names = []
+    names: list[str | None] = []
     for c in uniq.tolist():
         if c < 0:
             names.append(None)

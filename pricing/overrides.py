@@ -153,13 +153,14 @@ def parse_overrides(raw: Any) -> tuple[list[Override], list[str]]:
             problems.append(f"{where}: explicit prices need input_usd_per_mtok or output_usd_per_mtok")
         if len(problems) > before:
             continue
+        assert isinstance(scope, str) and isinstance(owner, str)
         cp = canonical_provider(provider) if provider is not None else None
         cm = split_model(provider, model)[1] if provider is not None and model is not None else None
         override = Override(scope, owner, since, until, cp, cm,
                             float(discount) if discount is not None else None)  # fmt: skip
         if prices:
             assert cp is not None and cm is not None
-            entry = PriceEntry(override.id, cp, cm, since, **prices)
+            entry = PriceEntry(override.id, cp, cm, since, **prices)  # type: ignore[arg-type]
             override = Override(scope, owner, since, until, cp, cm, None, entry)
         out.append(override)
     return out, problems

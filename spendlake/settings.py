@@ -131,8 +131,8 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
                 known = ", ".join(k for s, k in SCALARS if s == section)
                 problems.append(f"[{section}] {key}: unknown key (known: {known})")
     problems += check(values)
-    pricing = raw.get("pricing") if isinstance(raw.get("pricing"), dict) else {}
-    overrides, bad = parse_overrides(pricing.get("overrides"))
+    pricing = raw.get("pricing")
+    overrides, bad = parse_overrides(pricing.get("overrides") if isinstance(pricing, dict) else None)
     problems += bad
     if problems:
         raise ConfigError(problems, source)

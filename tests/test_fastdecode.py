@@ -63,6 +63,8 @@ VALID: dict[str, list[Any]] = {
     "status_code": [None, 200, 599],
     "latency_ms": [None, 0, 12.5, 5e11, 7],
     "cache_hit": [None, True],
+    "images": [None, 0, 4, 10_000],
+    "duration_seconds": [None, 0, 12.5, 61, 1_000_000],
     "cost_usd": [None, 0.01, 3],
     "extra_field": ["ignored", {"deep": [1, 2]}],
 }  # fmt: skip
@@ -77,7 +79,9 @@ MISTAKES: list[tuple[str, Any]] = [
     ("tags", {"x": {"y": 1}}), ("tags", "flat"), ("tags", [1]), ("request_type", 4), ("batch", 1),
     ("status", "failure"), ("status", 0), ("status_code", 99), ("status_code", 600), ("status_code", "200"),
     ("status_code", True), ("latency_ms", -1), ("latency_ms", 5e12), ("latency_ms", 1e13), ("latency_ms", True),
-    ("cache_hit", "yes"), ("cost_usd", -0.5), ("usage", {"prompt_tokens": 10, "completion_tokens": 2}),
+    ("cache_hit", "yes"), ("images", -1), ("images", 2.5), ("images", 10_001), ("images", "3"), ("images", True),
+    ("duration_seconds", -0.5), ("duration_seconds", 1e7), ("duration_seconds", "60"), ("duration_seconds", False),
+    ("cost_usd", -0.5), ("usage", {"prompt_tokens": 10, "completion_tokens": 2}),
 ]  # fmt: skip
 
 

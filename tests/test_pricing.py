@@ -160,6 +160,46 @@ def test_batch_prices() -> None:
     assert tiered["cost_usd"] == pytest.approx(300_000 * 0.625e-6)
 
 
+UNITS = Catalog([
+    PriceEntry("t:img", "acme", "painter", JAN_2025, output_per_image=0.04),
+    PriceEntry("t:ear", "acme", "listener", JAN_2025, input_per_second=1e-4, output_per_second=5e-4),
+    PriceEntry("t:voice", "acme", "speaker", JAN_2025, input=1e-6, output_per_second=2e-3),
+    PriceEntry("t:web", "acme", "searcher", JAN_2025, input=0.0, output=2.8e-6, per_request=0.005),
+    PriceEntry("t:vision", "acme", "looker", JAN_2025, input=1e-6, output=2e-6, input_per_image=0.002),
+])  # fmt: skip
+
+
+def price_units(model: str, **fields: Any) -> dict[str, Any]:
+    rows = [event(provider="acme", model=model, **fields)]
+    extra = SCHEMA.append(pa.field("images", pa.int64())).append(pa.field("duration_seconds", pa.float64()))
+    full = [{**r, "images": r.get("images"), "duration_seconds": r.get("duration_seconds")} for r in rows]
+    return price_table(pa.Table.from_pylist(full, schema=extra), UNITS).to_pylist()[0]
+
+
+def test_per_image_per_second_and_per_request_prices() -> None:
+    # image generation: images x output price; prompt tokens of a unit-only entry are not billed
+    img = price_units("painter", images=3, input_tokens=50)
+    assert img["cost_usd"] == pytest.approx(0.12) and img["cost_output_usd"] == pytest.approx(0.12)
+    # transcription: seconds x the input per-second price when the entry has one
+    ear = price_units("listener", duration_seconds=90.0)
+    assert ear["cost_usd"] == pytest.approx(90 * 1e-4) and ear["cost_input_usd"] == pytest.approx(90 * 1e-4)
+    # speech: input tokens at the token price, seconds produced at the output per-second price
+    voice = price_units("speaker", input_tokens=1_000, duration_seconds=10.0)
+    assert voice["cost_input_usd"] == pytest.approx(1e-3) and voice["cost_output_usd"] == pytest.approx(0.02)
+    # a fee per request on top of the tokens (Perplexity's online models)
+    web = price_units("searcher", input_tokens=100, output_tokens=1_000)
+    assert web["cost_usd"] == pytest.approx(0.005 + 1_000 * 2.8e-6)
+    # images sent to a model with a per-image input price
+    vision = price_units("looker", input_tokens=1_000, output_tokens=10, images=2)
+    assert vision["cost_input_usd"] == pytest.approx(1_000 * 1e-6 + 2 * 0.002)
+    # no images or seconds recorded: a unit-only entry has nothing to bill but tokens it cannot price
+    assert price_units("painter", input_tokens=50)["cost_source"] == "unpriced"
+    # older lake files have no unit columns at all: priced as zero units
+    old = price_table(pa.Table.from_pylist([event(provider="acme", model="speaker", input_tokens=10)], schema=SCHEMA),
+                      UNITS).to_pylist()[0]  # fmt: skip
+    assert old["cost_usd"] == pytest.approx(1e-5)
+
+
 def test_unknown_model_is_null_and_unpriced_never_zero() -> None:
     got = price_one(model="gpt-unreleased", input_tokens=1_000, output_tokens=10)
     assert got["cost_usd"] is None and got["cost_source"] == "unpriced"
@@ -324,7 +364,8 @@ def test_litellm_loader_reports_bad_entries_and_keeps_good_ones(tmp_path: Path) 
     assert "input_cost_per_token: got '0.000001'" in by_key["bad-string"]
     assert "output_cost_per_token: got -2e-06" in by_key["bad-negative"]
     assert "alias_of: got 'no-such-model'" in by_key["bad-alias"]
-    assert len(catalog) == 3
+    assert len(catalog) == 4
+    assert catalog.resolve("openai", "some-image-model")[0].output_per_image == 0.04
     claude = catalog.resolve("anthropic", "good-claude")[0]
     (tier,) = claude.tiers
     assert (tier.above, tier.input, tier.cache_write_1h, tier.output) == (200_000, 6e-6, 1.2e-5, None)

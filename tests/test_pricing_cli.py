@@ -162,3 +162,44 @@ def test_price_with_the_litellm_catalog_prefers_the_prefixed_duplicate() -> None
     raw = json.loads(path.read_text())["deepseek/deepseek-chat"]
     assert got["price_id"] == "litellm:deepseek/deepseek-chat"
     assert got["cost_usd"] == pytest.approx(1000 * raw["input_cost_per_token"] + 100 * raw["output_cost_per_token"])
+
+
+def test_reprice_applies_a_new_override_to_past_days_once(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    src = tmp_path / "events.jsonl"
+    day = 86_400_000
+    lines = [event(i, provider="openai", model="gpt-4o", team="team-1" if i % 2 else "team-2",
+                   timestamp=1764331200000 + (i % 3) * day) for i in range(60)]  # fmt: skip
+    src.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    spendlake("ingest", "--source", str(src), "--lake", str(lake), "--catalog", "builtin", "--quiet", check=True)
+    before = dict(lake_rows(lake, "select team, sum(cost_usd) from ev group by team"))
+    days = [d for (d,) in lake_rows(lake, "select distinct date::varchar from ev order by 1")]
+    assert len(days) == 3
+
+    cfg = tmp_path / "spendlake.toml"
+    cfg.write_text(f'[lake]\npath = "{lake}"\n[pricing]\ncatalog = "builtin"\n'
+                   '[[pricing.overrides]]\nscope = "team"\nid = "team-1"\ndiscount = 0.25\n')  # fmt: skip
+    r = spendlake("reprice", "--config", str(cfg), "--since", days[1], check=True)
+    err = r.stderr.decode()
+    assert "repricing [" in err and "2 rewritten" in err, err
+    by_day = lake_rows(lake, "select date::varchar, team, sum(cost_usd), min(cost_source), max(cost_source) "
+                             "from ev group by all order by 1, 2")  # fmt: skip
+    for d, team, cost, lo, hi in by_day:
+        discounted = team == "team-1" and d >= days[1]
+        assert (lo, hi) == (("override", "override") if discounted else ("catalog", "catalog")), (d, team)
+    after = dict(lake_rows(lake, "select team, sum(cost_usd) from ev group by team"))
+    assert after["team-2"] == pytest.approx(before["team-2"])
+    assert after["team-1"] < before["team-1"]
+
+    again = spendlake("reprice", "--config", str(cfg), "--since", days[1], "--quiet", check=True).stderr.decode()
+    assert "0 rewritten, 2 unchanged, 0 events changed" in again, again
+    assert dict(lake_rows(lake, "select team, sum(cost_usd) from ev group by team")) == pytest.approx(after)
+    first = spendlake("reprice", "--config", str(cfg), "--since", days[0], "--quiet", check=True).stderr.decode()
+    assert "1 rewritten, 2 unchanged" in first, first
+
+    r = spendlake("reprice", "--lake", str(tmp_path / "nowhere"), "--since", "2026-01-01")
+    assert r.returncode == 1 and "nowhere" in r.stderr.decode()
+    r = spendlake("reprice", "--lake", str(lake), "--since", "2026-02-01", "--until", "2026-01-01")
+    assert r.returncode == 2 and "--until" in r.stderr.decode()
+    r = spendlake("reprice", "--lake", str(lake), "--since", "yesterday")
+    assert r.returncode == 2 and "expected a day like" in r.stderr.decode()
