@@ -135,6 +135,16 @@ def _pairs(events: pa.Table) -> tuple[np.ndarray, list[tuple[str, str]]]:
     return inverse, pairs
 
 
+def _factorize(codes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(unique codes, per-row index into them) for codes in [-1, size): a dense table, no sort."""
+    seen = np.zeros(size + 1, dtype=bool)
+    seen[codes + 1] = True
+    uniq = np.flatnonzero(seen)
+    lookup = np.zeros(size + 1, dtype=np.int64)
+    lookup[uniq] = np.arange(uniq.size)
+    return uniq - 1, lookup[codes + 1]
+
+
 def _entry_per_row(
     pair: np.ndarray, versions: list[list[PriceEntry]], ts_ms: np.ndarray
 ) -> tuple[np.ndarray, list[PriceEntry]]:
@@ -191,14 +201,21 @@ def _apply_overrides(
     which = np.full(events.num_rows, -1, dtype=np.int64)
     order = sorted(range(len(overrides)), key=lambda k: (SCOPES.index(overrides[k].scope),
                                                          overrides[k].effective_from))  # fmt: skip
+    owners: dict[str, tuple[np.ndarray, dict[str, int]]] = {}  # scope -> (codes, value -> code)
     for k in order:
         o = overrides[k]
         if o.scope not in events.column_names:
             continue
-        owner = pc.equal(events.column(o.scope), o.owner)
-        mask = owner.to_numpy(zero_copy_only=False) if isinstance(owner, pa.Array) else \
-            pc.fill_null(owner, False).combine_chunks().to_numpy(zero_copy_only=False)  # fmt: skip
-        mask = np.asarray(mask, dtype=bool) & o.in_force(ts_ms)
+        if o.scope not in owners:  # one dictionary encoding per column; then integer compares
+            enc = pc.dictionary_encode(events.column(o.scope).combine_chunks())
+            codes = pc.fill_null(enc.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+            owners[o.scope] = codes, {v: i for i, v in enumerate(enc.dictionary.to_pylist())}
+        codes, lookup = owners[o.scope]
+        if o.owner not in lookup:
+            continue
+        mask = codes == lookup[o.owner]
+        if not o.always():
+            mask &= o.in_force(ts_ms)
         if o.provider is not None:
             models = [(p, found[0].model if found else m) for (p, m), found in zip(pairs, resolved)]
             match = np.array([o.matches(p, m) for p, m in models] + [False])
@@ -335,7 +352,7 @@ def price_table(
     labels = [e.id for e in entries] + [None]
     combo = (np.where(entry >= 0, entry, len(entries)) * (len(overrides) + 1)
              + np.where(which >= 0, which, len(overrides)))  # fmt: skip
-    uniq, inverse = np.unique(np.where(is_priced, combo, -1), return_inverse=True)
+    uniq, inverse = _factorize(np.where(is_priced, combo, -1), (len(entries) + 1) * (len(overrides) + 1))
     names: list[str | None] = []
     for c in uniq.tolist():
         if c < 0:
@@ -347,7 +364,7 @@ def price_table(
             names.append(base)
         else:
             names.append(overrides[k].id if overrides[k].entry is not None else f"{overrides[k].id}|{base}")
-    price_id = pa.array(names, pa.string()).take(pa.array(inverse.reshape(-1)))
+    price_id = pa.array(names, pa.string()).take(pa.array(inverse))
     arrays = [
         column(cost, cost_null),
         SOURCES.take(pa.array(source)),

@@ -71,6 +71,9 @@ class Override:
         since = "" if self.effective_from == EPOCH else f"@{self.effective_from.date().isoformat()}"
         return f"override:{self.scope}={self.owner}{what}{since}"
 
+    def always(self) -> bool:
+        return self.effective_from == EPOCH and self.effective_until == FAR_FUTURE
+
     def in_force(self, ts_ms: np.ndarray) -> np.ndarray:
         lo = int(self.effective_from.timestamp() * 1000)
         hi = int(self.effective_until.timestamp() * 1000)
