@@ -416,21 +416,22 @@ def _parse_litellm(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
 def _prefer_prefixed(entries: dict[str, PriceEntry]) -> list[PriceEntry]:
     """One entry per (provider, model) where LiteLLM lists a model twice.
 
-    The file sometimes has both ``deepseek-chat`` and ``deepseek/deepseek-chat`` with
-    different prices. LiteLLM's lookup tries ``<provider>/<model>`` before the bare name, so
-    the prefixed key is what it bills; we keep that one. Two bare or two prefixed keys that
-    disagree stay ambiguous (and unpriced) in Catalog.
+    The file sometimes has both ``deepseek-chat`` and ``deepseek/deepseek-chat``, or
+    ``perplexity/sonar`` and ``perplexity/perplexity/sonar``, with different prices. LiteLLM's
+    lookup collapses a repeated provider prefix and then tries ``<provider>/<model>`` before
+    the bare name, so the key with exactly one provider prefix is what it bills; we keep that
+    one. Keys that disagree without such a winner stay ambiguous (and unpriced) in Catalog.
     """
     by_model: dict[tuple[str, str], list[tuple[str, PriceEntry]]] = defaultdict(list)
     for key, entry in entries.items():
         by_model[(entry.provider, entry.model)].append((key, entry))
     kept: list[PriceEntry] = []
-    for group in by_model.values():
+    for (provider, model), group in by_model.items():
         if len(group) > 1 and len({e.prices() for _, e in group}) > 1:
-            prefixed = [e for key, e in group
-                        if "/" in key and canonical_provider(key.split("/", 1)[0]) == e.provider]  # fmt: skip
-            if len(prefixed) == 1:
-                group = [("", prefixed[0])]
+            once = [e for key, e in group
+                    if key.partition("/")[2] == model and canonical_provider(key.partition("/")[0]) == provider]
+            if len(once) == 1:
+                group = [("", once[0])]
         kept.extend(e for _, e in group)
     return kept
 

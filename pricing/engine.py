@@ -9,8 +9,9 @@ numbers, with one principled difference: **a price the catalog lacks is never $0
   cache_read; cache write = (cache_write - 1h) x cache_write + 1h x cache_write_1h; output =
   (output - reasoning) x output; reasoning = reasoning x reasoning price. Remainders are
   clamped at 0, so no part is ever negative.
-- Missing prices: cache_read and cache_write fall back to the input price, cache_write_1h to
-  cache_write, reasoning to output. (LiteLLM bills missing cache prices at $0.) An input or
+- Missing prices: cache_read and cache_write fall back to the input price in force (a tier's
+  input price inside a long-context tier), cache_write_1h to cache_write, reasoning to output
+  (as the newest LiteLLM does; older ones billed missing cache prices at $0). An input or
   output price still missing where tokens need it makes the row unpriced, never $0.
 - Tiers pick the whole request's prices by its input tokens (cached count): threshold tiers
   (the highest threshold strictly exceeded; at the threshold for xAI) and range tables; see
@@ -74,7 +75,7 @@ def price_vectors(e: PriceEntry) -> list[list[float]]:
     base = [i, _or(e.cache_read, i), cw, _or(e.cache_write_1h, cw), o, _or(e.reasoning, o)]
     rows = [base]
     for t in e.tiers:
-        rows.append(_tier_vector(e, t, base))
+        rows.append(_tier_vector(e, t))
     # Batch: LiteLLM's batch rule (no tiers); `or` because a 0 batch price means "none" there.
     if e.batch_input:
         bi = [e.batch_input] * 4
@@ -85,22 +86,20 @@ def price_vectors(e: PriceEntry) -> list[list[float]]:
     return rows
 
 
-def _tier_vector(e: PriceEntry, t: Tier, base: list[float]) -> list[float]:
+def _tier_vector(e: PriceEntry, t: Tier) -> list[float]:
     if e.tier_kind == "range":
         i = _or(t.input)
         cw = _or(t.cache_write, i)
         o = _or(t.output, e.output)
         return [i, _or(t.cache_read, i), cw, _or(t.cache_write_1h, t.cache_write, i), o,
                 _or(t.reasoning, t.output, e.reasoning, o)]  # fmt: skip
+    # Threshold tier: the tier's price, else the entry's own price of that part, else (for
+    # cache prices the entry never published) the price in force: the tier's input price.
+    i = _or(t.input, e.input)
     o = _or(t.output, e.output)
-    return [
-        _or(t.input, e.input),
-        _or(t.cache_read, None if math.isnan(base[CACHE_READ]) else base[CACHE_READ]),
-        _or(t.cache_write, None if math.isnan(base[CACHE_WRITE]) else base[CACHE_WRITE]),
-        _or(t.cache_write_1h, None if math.isnan(base[CACHE_WRITE_1H]) else base[CACHE_WRITE_1H]),
-        o,
-        _or(t.reasoning, e.reasoning, o),
-    ]
+    cw = _or(t.cache_write, e.cache_write, i)
+    return [i, _or(t.cache_read, e.cache_read, i), cw, _or(t.cache_write_1h, e.cache_write_1h, cw), o,
+            _or(t.reasoning, e.reasoning, o)]  # fmt: skip
 
 
 def _tokens(events: pa.Table, name: str) -> np.ndarray:

@@ -55,9 +55,9 @@ def canonical_provider(name: str) -> str:
 
 
 def split_model(provider: str, model: str) -> tuple[str, str]:
-    """``(canonical provider, model)`` with one leading ``provider/`` removed from the model.
+    """``(canonical provider, model)`` with the leading ``provider/`` removed from the model.
 
-    The prefix is removed only when it names the same provider (directly or through an alias):
+    The prefix (repeated or not) is removed only when it names the same provider (directly or through an alias):
     ``("openai", "openai/gpt-4o") -> ("openai", "gpt-4o")``, ``("vertex_ai",
     "vertex_ai/gemini-2.5-pro") -> ("vertex", "gemini-2.5-pro")``. A prefix naming something
     else is part of the model name (``("openrouter", "anthropic/claude-…")`` keeps it), and the
@@ -66,7 +66,8 @@ def split_model(provider: str, model: str) -> tuple[str, str]:
     """
     canonical = canonical_provider(provider)
     model = model.strip()
-    head, sep, rest = model.partition("/")
-    if sep and rest and canonical_provider(head) == canonical:
-        return canonical, rest
-    return canonical, model
+    while True:  # a repeated prefix goes too: perplexity/perplexity/sonar is sonar (as LiteLLM)
+        head, sep, rest = model.partition("/")
+        if not (sep and rest and canonical_provider(head) == canonical):
+            return canonical, model
+        model = rest
