@@ -153,7 +153,7 @@ def test_batch_prices() -> None:
     assert cached["cost_output_usd"] + cached["cost_reasoning_usd"] == pytest.approx(1_000 * 2.2e-6)
     # no batch prices in the entry: half the list price (cached at half the cache-read price)
     mistral = price_one(provider="mistral", model="mistral-large-latest", input_tokens=1_000,
-                        output_tokens=1_000, batch=True)  # fmt: skip
+                        output_tokens=1_000, batch=True, timestamp=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
     assert mistral["cost_usd"] == pytest.approx(1_000 * 0.5e-6 / 2 + 1_000 * 1.5e-6 / 2)
     # batch requests are not moved to the long-context tier
     tiered = price_one(provider="gemini", model="gemini-2.5-pro", input_tokens=300_000, batch=True)
@@ -331,7 +331,7 @@ def test_pricing_a_table_equals_pricing_each_row(rows: list[dict[str, Any]], pol
 
 
 def test_builtin_catalog_covers_the_major_providers() -> None:
-    assert 30 <= len(BUILTIN) <= 60
+    assert 120 <= len(BUILTIN) <= 400
     providers = {e.provider for e in BUILTIN.entries()}
     assert {"openai", "anthropic", "gemini", "vertex", "bedrock", "azure", "mistral",
             "deepseek", "xai", "groq", "together"} <= providers  # fmt: skip
