@@ -108,6 +108,64 @@ def test_reasoning_model_bills_reasoning_at_output_price_when_none_is_listed() -
     assert got["cost_usd"] == pytest.approx(100 * 1.1e-6 + 1_000 * 4.4e-6)  # 0.00451
 
 
+NOV_2026 = datetime(2026, 11, 1, tzinfo=UTC)
+# One worked example per provider family: (id, event fields, expected cost), arithmetic by hand
+# from builtin_catalog.json (USD per million tokens in the comments).
+WORKED = [
+    ("bedrock-us-region-cache", dict(
+        provider="bedrock", model="us.anthropic.claude-sonnet-4-5-20250929-v1:0", input_tokens=10_000,
+        cached_input_tokens=2_000, cache_write_tokens=3_000, cache_write_1h_tokens=1_000, output_tokens=500),
+     # us. is +10%: 5,000 x 3.30 + 2,000 x 0.33 + 2,000 x 4.125 + 1,000 x 6.60 + 500 x 16.50
+     0.0165 + 0.00066 + 0.00825 + 0.0066 + 0.00825),
+    ("bedrock-eu-falls-back-to-base-id", dict(
+        provider="bedrock", model="eu.anthropic.claude-sonnet-4-5-20250929-v1:0", input_tokens=1_000),
+     1_000 * 3e-6),
+    ("xai-tier-starts-at-the-threshold", dict(provider="xai", model="grok-4.3", input_tokens=200_000,
+                                              output_tokens=1_000),  # 200,000 x 2.50 + 1,000 x 5
+     0.5 + 0.005),
+    ("xai-one-below-the-threshold", dict(provider="xai", model="grok-4.3", input_tokens=199_999,
+                                         output_tokens=1_000),  # 199,999 x 1.25 + 1,000 x 2.50
+     0.24999875 + 0.0025),
+    ("vertex-claude-at-the-threshold", dict(provider="vertex_ai", model="claude-sonnet-4-5",
+                                            input_tokens=200_000), 200_000 * 3e-6),
+    ("vertex-claude-above-with-cache", dict(provider="vertex_ai", model="claude-sonnet-4-5",
+                                            input_tokens=200_001, cached_input_tokens=50_000),
+     150_001 * 6e-6 + 50_000 * 0.6e-6),  # the whole request at the tier: $6 in, $0.60 cached
+    ("azure-batch-covers-cached", dict(provider="azure", model="gpt-4.1", input_tokens=10_000,
+                                       cached_input_tokens=4_000, output_tokens=1_000, batch=True),
+     10_000 * 1e-6 + 1_000 * 4e-6),
+    ("deepseek-early-2025-price", dict(
+        provider="deepseek", model="deepseek-reasoner", timestamp=datetime(2025, 3, 1, tzinfo=UTC),
+        input_tokens=10_000, cached_input_tokens=6_000, output_tokens=2_000, reasoning_tokens=1_500),
+     4_000 * 0.55e-6 + 6_000 * 0.14e-6 + 2_000 * 2.19e-6),
+    ("deepseek-after-the-cut", dict(
+        provider="deepseek", model="deepseek-reasoner", timestamp=datetime(2025, 10, 1, tzinfo=UTC),
+        input_tokens=10_000, cached_input_tokens=6_000, output_tokens=2_000, reasoning_tokens=1_500),
+     4_000 * 0.28e-6 + 6_000 * 0.028e-6 + 2_000 * 0.42e-6),
+    ("groq-hosted-openai-model", dict(provider="groq", model="openai/gpt-oss-120b", input_tokens=1_000,
+                                      output_tokens=1_000), 1_000 * 0.15e-6 + 1_000 * 0.6e-6),
+    ("together-alias-and-prefix", dict(provider="together_ai",
+                                       model="together_ai/meta-llama/Llama-3.3-70B-Instruct-Turbo",
+                                       input_tokens=2_000, output_tokens=500), 2_500 * 1.04e-6),
+    ("mistral-no-cache-price-bills-input", dict(
+        provider="mistral", model="mistral-small-latest", timestamp=datetime(2025, 6, 1, tzinfo=UTC),
+        input_tokens=1_000, cached_input_tokens=400, output_tokens=100), 1_000 * 0.1e-6 + 100 * 0.3e-6),
+    ("anthropic-batch-no-tier", dict(provider="anthropic", model="claude-opus-4-6", input_tokens=10_000,
+                                     cached_input_tokens=2_000, cache_write_tokens=1_000,
+                                     output_tokens=1_000, batch=True),
+     10_000 * 2.5e-6 + 1_000 * 12.5e-6),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("fields", "expected"), [w[1:] for w in WORKED], ids=[w[0] for w in WORKED])
+def test_worked_example_per_provider_family(fields: dict[str, Any], expected: float) -> None:
+    got = price_one(**{"timestamp": NOV_2026, **fields})
+    assert got["cost_source"] == "catalog"
+    assert got["cost_usd"] == pytest.approx(expected, rel=1e-12)
+    parts = ("cost_input_usd", "cost_cached_input_usd", "cost_cache_write_usd", "cost_output_usd", "cost_reasoning_usd")
+    assert sum(got[p] for p in parts) == pytest.approx(got["cost_usd"], rel=1e-12)
+
+
 def custom(**prices: Any) -> Catalog:
     entry = PriceEntry("test:acme/m1", "acme", "m1", JAN_2025, **prices)
     return Catalog([entry])
