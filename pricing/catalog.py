@@ -30,13 +30,14 @@ log = logging.getLogger("spendlake.pricing")
 
 PRICE_FIELDS = (
     "input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning",
-    "batch_input", "batch_output",
+    "batch_input", "batch_output", "batch_cache_read", "batch_cache_write",
     "per_request", "input_per_image", "output_per_image", "input_per_second", "output_per_second",
 )  # fmt: skip
 # Prices per unit other than a token (USD per request, image or second).
 UNIT_FIELDS = ("per_request", "input_per_image", "output_per_image", "input_per_second", "output_per_second")
 TIER_FIELDS = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
 TIER_KINDS = ("threshold", "range")
+BATCH_TIER_FIELDS = ("input", "output", "cache_read", "cache_write")
 
 # LiteLLM files carry no dates; their entries apply from the epoch (i.e. always).
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -79,6 +80,10 @@ class PriceEntry:
       first tier whose range holds the request applies, the last one beyond every range; cache
       prices the tier lacks are the tier's input price, a missing output price the entry's own.
 
+    Batch prices (``batch_*``) have long-context thresholds of their own (``batch_tiers``, input,
+    output, cache_read and cache_write only): each price takes the value of the highest
+    threshold the request is above that lists it, else its flat batch price.
+
     Unit prices: ``per_request`` is added to every request; ``output_per_image`` (image
     generation) or else ``input_per_image`` times the event's ``images``; ``input_per_second``
     (transcription) or else ``output_per_second`` (speech, video) times its ``duration_seconds``.
@@ -99,6 +104,8 @@ class PriceEntry:
     reasoning: float | None = None
     batch_input: float | None = None
     batch_output: float | None = None
+    batch_cache_read: float | None = None
+    batch_cache_write: float | None = None
     per_request: float | None = None
     input_per_image: float | None = None
     output_per_image: float | None = None
@@ -106,10 +113,11 @@ class PriceEntry:
     output_per_second: float | None = None
     tiers: tuple[Tier, ...] = ()
     tier_kind: str = "threshold"
+    batch_tiers: tuple[Tier, ...] = ()
 
     def prices(self) -> tuple[Any, ...]:
         """What makes two entries bill the same (everything but id, names and date)."""
-        return (self.tier_kind, self.tiers, *(getattr(self, name) for name in PRICE_FIELDS))
+        return (self.tier_kind, self.tiers, self.batch_tiers, *(getattr(self, name) for name in PRICE_FIELDS))
 
 
 def threshold_tiers(tiers: dict[float, dict[str, float]], inclusive: bool = False) -> tuple[Tier, ...]:
@@ -285,6 +293,8 @@ LITELLM_FIELDS = {
     "output_cost_per_reasoning_token": "reasoning",
     "input_cost_per_token_batches": "batch_input",
     "output_cost_per_token_batches": "batch_output",
+    "cache_read_input_token_cost_batches": "batch_cache_read",
+    "cache_creation_input_token_cost_batches": "batch_cache_write",
     "input_cost_per_request": "per_request",
     "input_cost_per_image": "input_per_image",
     "output_cost_per_image": "output_per_image",
@@ -296,6 +306,10 @@ _IMAGE_OUTPUT = "output_cost_per_image_token"
 _THRESHOLD_KEY = re.compile(
     r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
     r"|cache_creation_input_token_cost(?:_above_1hr)?)_above_(\d+(?:\.\d+)?)(k?)_tokens$"
+)
+_BATCH_THRESHOLD_KEY = re.compile(
+    r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost"
+    r"|cache_creation_input_token_cost)_above_(\d+(?:\.\d+)?)(k?)_tokens_batches$"
 )
 # Keys of a tiered_pricing row (LiteLLM's names) -> ours.
 _RANGE_FIELDS = {k: v for k, v in LITELLM_FIELDS.items() if v in TIER_FIELDS}
@@ -314,9 +328,11 @@ def _litellm_prices(raw: dict[str, Any], inclusive: bool) -> tuple[dict[str, Any
     out: dict[str, Any] = {}
     bad: list[str] = []
     tiers: dict[float, dict[str, float]] = defaultdict(dict)
+    batch_tiers: dict[float, dict[str, float]] = defaultdict(dict)
     for name, value in raw.items():
         tier = _THRESHOLD_KEY.match(name)
-        if name not in LITELLM_FIELDS and not tier and name != _IMAGE_OUTPUT:
+        batch_tier = _BATCH_THRESHOLD_KEY.match(name)
+        if name not in LITELLM_FIELDS and not tier and not batch_tier and name != _IMAGE_OUTPUT:
             continue
         if value is None:
             continue  # LiteLLM writes null for "no price"; the same as leaving the key out
@@ -325,6 +341,9 @@ def _litellm_prices(raw: dict[str, Any], inclusive: bool) -> tuple[dict[str, Any
         elif tier:
             threshold = float(tier.group(2)) * (1000 if tier.group(3) else 1)
             tiers[threshold][LITELLM_FIELDS[tier.group(1)]] = float(value)
+        elif batch_tier:
+            threshold = float(batch_tier.group(2)) * (1000 if batch_tier.group(3) else 1)
+            batch_tiers[threshold][LITELLM_FIELDS[batch_tier.group(1)]] = float(value)
         elif name == _IMAGE_OUTPUT:
             out.setdefault("_image_output", float(value))
         else:
@@ -336,6 +355,8 @@ def _litellm_prices(raw: dict[str, Any], inclusive: bool) -> tuple[dict[str, Any
     tiers = {t: p for t, p in tiers.items() if "input" in p}
     if tiers:
         out["tiers"] = threshold_tiers(tiers, inclusive)
+    if batch_tiers:
+        out["batch_tiers"] = threshold_tiers(batch_tiers, inclusive)
     table = raw.get("tiered_pricing")
     if table is not None:
         ranges, problems = _range_tiers(table)
@@ -443,7 +464,8 @@ def _parse_builtin(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
     """``{"format": "spendlake-prices/1", "models": [{provider, model, effective_from, ...}]}``.
 
     Each model row holds our field names directly; ``tier`` is an object with
-    ``threshold_tokens`` and the long-context tier's prices (TIER_FIELDS).
+    ``threshold_tokens`` and the long-context tier's prices (TIER_FIELDS), ``batch_tier`` the
+    same for batch prices (BATCH_TIER_FIELDS: input, output, cache_read, cache_write).
     """
     entries: list[PriceEntry] = []
     problems: list[str] = []
@@ -458,28 +480,33 @@ def _parse_builtin(data: dict[str, Any]) -> tuple[list[PriceEntry], list[str]]:
         except (KeyError, TypeError, ValueError) as exc:
             problems.append(f"{name}: effective_from: {exc}")
             continue
-        tier = row.pop("tier", None) or {}
-        tier_prices = {k: v for k, v in tier.items() if k != "threshold_tokens"}
-        bad = [f"{k}: got {_show(v)}" for k, v in row.items()
-               if k not in PRICE_FIELDS or _bad_price(v)]  # fmt: skip
-        bad += [f"tier.{k}: got {_show(v)}" for k, v in tier_prices.items()
-                if k not in TIER_FIELDS or _bad_price(v)]  # fmt: skip
-        if tier and _bad_price(tier.get("threshold_tokens")):
-            bad.append(f"tier.threshold_tokens: got {_show(tier.get('threshold_tokens'))}")
+        bad: list[str] = []
+        tiers: dict[str, tuple[Tier, ...]] = {}
+        for key, allowed in (("tier", TIER_FIELDS), ("batch_tier", BATCH_TIER_FIELDS)):
+            tier = row.pop(key, None) or {}
+            tier_prices = {k: v for k, v in tier.items() if k != "threshold_tokens"}
+            bad += [f"{key}.{k}: got {_show(v)}" for k, v in tier_prices.items()
+                    if k not in allowed or _bad_price(v)]  # fmt: skip
+            if tier and _bad_price(tier.get("threshold_tokens")):
+                bad.append(f"{key}.threshold_tokens: got {_show(tier.get('threshold_tokens'))}")
+            elif tier:
+                tiers[key] = threshold_tiers(
+                    {float(tier["threshold_tokens"]): {k: float(v) for k, v in tier_prices.items()}},
+                    inclusive=provider in INCLUSIVE_THRESHOLD_PROVIDERS,
+                )
+        bad += [f"{k}: got {_show(v)}" for k, v in row.items()
+                if k not in PRICE_FIELDS or _bad_price(v)]  # fmt: skip
         if bad or "input" not in row:
             problems.append(f"{name}: " + ("; ".join(bad) or "input: missing"))
             continue
-        tiers = threshold_tiers(
-            {float(tier["threshold_tokens"]): {k: float(v) for k, v in tier_prices.items()}},
-            inclusive=provider in INCLUSIVE_THRESHOLD_PROVIDERS,
-        ) if tier else ()  # fmt: skip
         entries.append(
             PriceEntry(
                 id=f"builtin:{name}@{since.date().isoformat()}",
                 provider=provider,
                 model=model,
                 effective_from=since,
-                tiers=tiers,
+                tiers=tiers.get("tier", ()),
+                batch_tiers=tiers.get("batch_tier", ()),
                 **{k: float(v) for k, v in row.items()},  # type: ignore[arg-type]
             )
         )

@@ -16,11 +16,11 @@ numbers, with one principled difference: **a price the catalog lacks is never $0
 - Tiers pick the whole request's prices by its input tokens (cached count): threshold tiers
   (the highest threshold strictly exceeded; at the threshold for xAI) and range tables; see
   ``PriceEntry``.
-- batch=true: input_tokens x batch_input (cached and cache writes included) when the entry
-  has a batch input price, else the non-cached input at half the input price plus the cached
-  at half the cache-read price; output_tokens x batch_output, else half the output price
-  (reasoning included). Tiers do not apply to batch requests. (All of this is LiteLLM's rule;
-  every major provider's batch API is 50% off list.)
+- batch=true (LiteLLM's batch rule): with a batch input price, uncached input at it and cached
+  and cache-write tokens at their batch prices, or at the batch input price where none is
+  listed; without one, half the regular prices. Output (reasoning included) at the batch
+  output price, else half the output price. Batch prices have long-context thresholds of their
+  own; the regular tiers do not apply. (Every major provider's batch API is 50% off list.)
 - The version in force is the latest with effective_from <= timestamp; an event older than
   every version uses the earliest (a catalog gap must not make traffic unpriced).
 - Overrides (negotiated rates per customer, team or virtual key; ``overrides.py``) replace the
@@ -69,21 +69,46 @@ def _or(*values: float | None) -> float:
 
 
 def price_vectors(e: PriceEntry) -> list[list[float]]:
-    """The entry's price vectors: [base, tier 1..K, batch]; NaN = not published."""
+    """The entry's price vectors: [base, tier 1..K, batch 0..Kb]; NaN = not published.
+
+    Batch vector k holds the batch prices of a request above k of the entry's batch thresholds.
+    """
     i, o = _or(e.input), _or(e.output)
     cw = _or(e.cache_write, i)
     base = [i, _or(e.cache_read, i), cw, _or(e.cache_write_1h, cw), o, _or(e.reasoning, o)]
     rows = [base]
     for t in e.tiers:
         rows.append(_tier_vector(e, t))
-    # Batch: LiteLLM's batch rule (no tiers); `or` because a 0 batch price means "none" there.
-    if e.batch_input:
-        bi = [e.batch_input] * 4
-    else:
-        bi = [i / 2, base[CACHE_READ] / 2, i / 2, i / 2]
-    bo = e.batch_output or o / 2
-    rows.append([*bi, bo, bo])
+    for k in range(len(e.batch_tiers) + 1):
+        rows.append(_batch_vector(e, e.batch_tiers[:k], base))
     return rows
+
+
+def _batch_vector(e: PriceEntry, crossed: tuple[Tier, ...], base: list[float]) -> list[float]:
+    """LiteLLM's batch rule. Each batch price is the one of the highest crossed threshold that
+    lists it, else the flat batch price. With a batch input price: uncached input at it, cached
+    and cache-write tokens at their batch prices where listed, else at the batch input price.
+    Without: half the regular prices (a cache write at half the regular cache-write price, or
+    half the input price where that is 0 or unlisted). Output and reasoning: the batch output
+    price, else half the regular output price. No 1-hour distinction in batch."""
+
+    def pick(field: str, flat: float | None) -> float | None:
+        for t in reversed(crossed):
+            if getattr(t, field) is not None:
+                return getattr(t, field)
+        return flat
+
+    bi, bo = pick("input", e.batch_input), pick("output", e.batch_output)
+    bcr, bcw = pick("cache_read", e.batch_cache_read), pick("cache_write", e.batch_cache_write)
+    if bi is not None:
+        inputs = [bi, _or(bcr, bi), _or(bcw, bi), _or(bcw, bi)]
+    elif e.input is not None and e.input != 0:
+        write = (e.cache_write or e.input) / 2
+        inputs = [e.input / 2, base[CACHE_READ] / 2, write, write]
+    else:
+        inputs = [_or(e.input)] * 4  # 0 (free) or NaN (unpriced)
+    out = _or(bo, base[OUTPUT] / 2)
+    return [*inputs, out, out]
 
 
 def _tier_vector(e: PriceEntry, t: Tier) -> list[float]:
@@ -165,10 +190,11 @@ def _entry_per_row(
 
 
 def _variant(entry: np.ndarray, entries: list[PriceEntry], inp: np.ndarray, batch: np.ndarray) -> np.ndarray:
-    """Per row, which price vector of its entry applies: 0 base, 1..K a tier, K+1 batch."""
+    """Per row, which price vector of its entry applies: 0 base, 1..K a tier, K+1+k batch
+    (k = batch thresholds crossed)."""
     variant = np.zeros(len(entry), dtype=np.int64)
     for u, e in enumerate(entries):
-        if not e.tiers:
+        if not e.tiers and not e.batch_tiers:
             continue
         rows = np.flatnonzero(entry == u)
         if not rows.size:
@@ -180,9 +206,13 @@ def _variant(entry: np.ndarray, entries: list[PriceEntry], inp: np.ndarray, batc
             chosen[(n > t.above) & (n <= t.up_to)] = k
         if e.tier_kind == "range":  # beyond every range: the last tier; no input: the base
             chosen[(chosen == 0) & (n > 0)] = len(e.tiers)
-        variant[rows] = chosen
+        crossed = np.zeros(rows.size, dtype=np.int64)
+        for t in e.batch_tiers:
+            crossed += n > t.above
+        variant[rows] = np.where(batch[rows], len(e.tiers) + 1 + crossed, chosen)
     sizes = np.array([len(e.tiers) + 1 for e in entries] + [0], dtype=np.int64)
-    return np.where(batch, sizes[entry], variant)
+    plain = np.array([not e.batch_tiers for e in entries] + [True])[entry]
+    return np.where(batch & plain, sizes[entry], variant)
 
 
 def _apply_overrides(

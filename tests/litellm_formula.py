@@ -229,7 +229,7 @@ def litellm_cost(
     provider); the providers of ``OWN_CALCULATOR`` use :func:`own_calculator_cost`."""
     provider = routed_provider(provider)
     if usage.batch:
-        return batch_cost(entry, usage, fill_missing=fill_missing)
+        return batch_cost(entry, usage, provider, fill_missing=fill_missing)
     if provider in OWN_CALCULATOR:
         return own_calculator_cost(entry, usage, provider, fill_missing=fill_missing)
     r = rates(entry, usage.input_tokens, provider)
@@ -261,29 +261,56 @@ def litellm_cost(
     return cost
 
 
-def batch_cost(entry: Entry, usage: Usage, *, fill_missing: bool = False) -> float | None:
-    """cost_calculator.py::batch_cost_calculator (no tiers, no reasoning or cache-write prices).
+def batch_rate(entry: Entry, base_key: str, prompt_tokens: int, inclusive: bool) -> float | None:
+    """The newest batch calculator's rate lookup (utils.py::get_batch_cost_rates): the
+    ``<base_key>_above_<N>[k]_tokens_batches`` price of the highest threshold the prompt
+    crosses (``>=`` for xAI) among those the entry lists, else ``<base_key>_batches``."""
+    best: tuple[int, float] | None = None
+    pattern = re.compile(re.escape(base_key) + r"_above_(\d+)(k?)_tokens_batches")
+    for key in entry:
+        m = pattern.fullmatch(key)
+        value = price(entry, key) if m else None
+        if m and value is not None:
+            n = int(m.group(1)) * (1000 if m.group(2) else 1)
+            if (prompt_tokens > n or (inclusive and prompt_tokens == n)) and (best is None or n > best[0]):
+                best = (n, value)
+    return best[1] if best is not None else price(entry, f"{base_key}_batches")
 
-    Input: a (non-zero) ``input_cost_per_token_batches`` bills every prompt token, cached
-    included; else a non-zero input price bills (input - cached) at half of it plus cached at
-    half the cache-read price. Output: ``output_cost_per_token_batches`` for every completion
-    token, else half the output price. A price that is 0 counts as absent, as in LiteLLM."""
+
+def batch_cost(entry: Entry, usage: Usage, provider: str = "", *, fill_missing: bool = False) -> float | None:
+    """cost_calculator.py::batch_cost_calculator, newest version (no regular tiers, no
+    reasoning or 1-hour price).
+
+    With a batch input price (0 counts): uncached, unwritten input at it; cached tokens at the
+    batch cache-read price and cache writes at the batch cache-write price where the entry lists
+    them, otherwise they stay in the input and bill at the batch input price. Without one, and a
+    non-zero regular input price: half of (input - cached - written) x input + cached x
+    cache-read (0 if unlisted) + written x cache-write (the input price where that is 0 or
+    unlisted). Output: every completion token at the batch output price, else half the regular
+    output price."""
     u = usage
-    inp, inp_b = price(entry, "input_cost_per_token"), price(entry, "input_cost_per_token_batches")
-    out, out_b = price(entry, "output_cost_per_token"), price(entry, "output_cost_per_token_batches")
-    read = price(entry, "cache_read_input_token_cost")
+    inclusive = routed_provider(provider) == "xai"
+    inp_b = batch_rate(entry, "input_cost_per_token", u.input_tokens, inclusive)
+    out_b = batch_rate(entry, "output_cost_per_token", u.input_tokens, inclusive)
+    read_b = batch_rate(entry, "cache_read_input_token_cost", u.input_tokens, inclusive)
+    write_b = batch_rate(entry, "cache_creation_input_token_cost", u.input_tokens, inclusive)
+    inp, out = price(entry, "input_cost_per_token"), price(entry, "output_cost_per_token")
+    read, write = price(entry, "cache_read_input_token_cost"), price(entry, "cache_creation_input_token_cost")
     if fill_missing:
         if _unpriced(inp if inp_b is None else inp_b, out if out_b is None else out_b, u):
             return None
         read = inp if read is None else read
-    if inp_b:
-        cost = u.input_tokens * inp_b
+    if inp_b is not None:
+        cached = u.cached_input_tokens if read_b is not None else 0
+        written = u.cache_write_tokens if write_b is not None else 0
+        cost = (u.input_tokens - cached - written) * inp_b + cached * (read_b or 0.0) + written * (write_b or 0.0)
     elif inp:
-        cost = (u.input_tokens - u.cached_input_tokens) * inp / 2
-        cost += u.cached_input_tokens * (read or 0.0) / 2
+        write_rate = write or inp
+        cost = ((u.input_tokens - u.cached_input_tokens - u.cache_write_tokens) * inp
+                + u.cached_input_tokens * (read or 0.0) + u.cache_write_tokens * write_rate) / 2  # fmt: skip
     else:
         cost = 0.0
-    if out_b:
+    if out_b is not None:
         return cost + u.output_tokens * out_b
     return cost + (u.output_tokens * out / 2 if out else 0.0)
 

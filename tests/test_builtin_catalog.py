@@ -22,7 +22,7 @@ ROWS: list[dict[str, Any]] = json.loads(
 
 TOKEN_FIELDS = (
     "input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning",
-    "batch_input", "batch_output",
+    "batch_input", "batch_output", "batch_cache_read", "batch_cache_write",
 )  # fmt: skip
 TIER_PRICES = ("input", "output", "cache_read", "cache_write", "cache_write_1h", "reasoning")
 
@@ -133,7 +133,8 @@ def test_cross_region_bedrock_ids_cost_ten_percent_more() -> None:
 
 
 def _tiers(entry: PriceEntry) -> tuple[tuple[Any, ...], ...]:
-    return tuple((t.above, *(getattr(t, f) for f in TIER_PRICES)) for t in entry.tiers)
+    return tuple((t.above, *(getattr(t, f) for f in TIER_PRICES)) for t in entry.tiers + (None,) + entry.batch_tiers
+                 if t is not None) + ((len(entry.batch_tiers),),)
 
 
 def _same(a: Any, b: Any) -> bool:

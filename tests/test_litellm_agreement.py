@@ -379,7 +379,9 @@ RULES = [
     ("batch_prices", "openai", "gpt-4o", Usage(10_000, 1000, 4000, batch=True)),
     ("batch_half_list_price", "mistral", "mistral/mistral-large-latest",
      Usage(10_000, 1000, 4000, batch=True)),
-    ("batch_ignores_threshold", "gemini", "gemini/gemini-2.5-pro", Usage(300_000, 1000, 50_000, batch=True)),
+    ("batch_threshold_prices", "gemini", "gemini/gemini-2.5-pro", Usage(300_000, 1000, 50_000, batch=True)),
+    ("batch_cache_prices", "anthropic", "claude-sonnet-4-5-20250929",
+     Usage(10_000, 1000, 4000, 2000, batch=True)),
     ("batch_reasoning_at_batch_output", "gemini", "gemini/gemini-2.5-flash",
      Usage(1000, 3000, reasoning_tokens=2000, batch=True)),
     ("missing_cache_write_1h_bills_5m_price", "openai", "gpt-6-astra", Usage(6000, 300, 0, 2500, 1000)),
@@ -470,6 +472,21 @@ def test_oracle_missing_prices_pure_and_filled() -> None:
         100 * pegasus["output_cost_per_token"], rel=1e-12
     )
     assert litellm_cost(pegasus, Usage(1000, 100), "bedrock", fill_missing=True) is None
+
+
+def test_oracle_batch_cache_and_threshold_prices() -> None:
+    # Sonnet 4.5 batch: $1.50 in, $0.15 cache read, $1.875 cache write, $7.50 out (per million):
+    # 4,000 x 1.50 + 4,000 x 0.15 + 2,000 x 1.875 + 1,000 x 7.50 = $0.01785
+    u = Usage(10_000, 1000, cached_input_tokens=4000, cache_write_tokens=2000, batch=True)
+    assert _cost("claude-sonnet-4-5-20250929", u, "anthropic") == pytest.approx(0.01785, rel=1e-12)
+    # Gemini 2.5 Pro batch above 200k: $1.25 in, $0.25 cached, $7.50 out:
+    # 250,000 x 1.25 + 50,000 x 0.25 + 1,000 x 7.50 = $0.3325 (at 200k: 0.625 / 0.125 / 5)
+    above = Usage(300_000, 1000, cached_input_tokens=50_000, batch=True)
+    assert _cost("gemini/gemini-2.5-pro", above, "gemini") == pytest.approx(0.3325, rel=1e-12)
+    at = Usage(200_000, 1000, cached_input_tokens=50_000, batch=True)
+    assert _cost("gemini/gemini-2.5-pro", at, "gemini") == pytest.approx(
+        150_000 * 0.625e-6 + 50_000 * 0.125e-6 + 1000 * 5e-6, rel=1e-12
+    )
 
 
 def test_oracle_tier_cache_fallback_uses_the_tier_input_price() -> None:

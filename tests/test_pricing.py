@@ -150,10 +150,11 @@ WORKED = [
     ("mistral-no-cache-price-bills-input", dict(
         provider="mistral", model="mistral-small-latest", timestamp=datetime(2025, 6, 1, tzinfo=UTC),
         input_tokens=1_000, cached_input_tokens=400, output_tokens=100), 1_000 * 0.1e-6 + 100 * 0.3e-6),
-    ("anthropic-batch-no-tier", dict(provider="anthropic", model="claude-opus-4-6", input_tokens=10_000,
-                                     cached_input_tokens=2_000, cache_write_tokens=1_000,
-                                     output_tokens=1_000, batch=True),
-     10_000 * 2.5e-6 + 1_000 * 12.5e-6),
+    ("anthropic-batch-cache-prices", dict(provider="anthropic", model="claude-opus-4-6", input_tokens=10_000,
+                                          cached_input_tokens=2_000, cache_write_tokens=1_000,
+                                          output_tokens=1_000, batch=True),
+     # batch: $2.50 in, $0.25 cache read, $3.125 cache write, $12.50 out
+     7_000 * 2.5e-6 + 2_000 * 0.25e-6 + 1_000 * 3.125e-6 + 1_000 * 12.5e-6),
 ]  # fmt: skip
 
 
@@ -213,9 +214,11 @@ def test_batch_prices() -> None:
     mistral = price_one(provider="mistral", model="mistral-large-latest", input_tokens=1_000,
                         output_tokens=1_000, batch=True, timestamp=datetime(2026, 1, 1, tzinfo=UTC))  # fmt: skip
     assert mistral["cost_usd"] == pytest.approx(1_000 * 0.5e-6 / 2 + 1_000 * 1.5e-6 / 2)
-    # batch requests are not moved to the long-context tier
+    # batch prices have long-context thresholds of their own ($0.625 up to 200k, then $1.25)
     tiered = price_one(provider="gemini", model="gemini-2.5-pro", input_tokens=300_000, batch=True)
-    assert tiered["cost_usd"] == pytest.approx(300_000 * 0.625e-6)
+    assert tiered["cost_usd"] == pytest.approx(300_000 * 1.25e-6)
+    at = price_one(provider="gemini", model="gemini-2.5-pro", input_tokens=200_000, batch=True)
+    assert at["cost_usd"] == pytest.approx(200_000 * 0.625e-6)
 
 
 UNITS = Catalog([
