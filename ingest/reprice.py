@@ -272,11 +272,7 @@ def _move_mtime_on(tmp: Path, current: os.stat_result) -> None:
     if (st.st_size, st.st_mtime_ns) != (current.st_size, current.st_mtime_ns):
         return
     os.utime(tmp, ns=(st.st_atime_ns, current.st_mtime_ns + 1))
-    fd = os.open(tmp, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync_dir(tmp)  # fsyncs any path it can open read-only, a file too
 
 
 class _Journal:

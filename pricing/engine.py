@@ -40,7 +40,6 @@ the rest is NumPy arithmetic on whole columns.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import numpy as np

@@ -143,6 +143,23 @@ def event(i: int, **over: Any) -> dict[str, Any]:
     return e
 
 
+# The EVENT_SCHEMA columns the pricing engine reads, for tests that build event tables directly.
+PRICING_COLUMNS = (
+    "provider", "model", "timestamp", "input_tokens", "output_tokens", "cached_input_tokens",
+    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "batch", "cache_hit",
+    "reported_cost_usd",
+)  # fmt: skip
+
+
+def pricing_schema(*extra: str) -> Any:
+    """An Arrow schema of PRICING_COLUMNS plus ``extra`` EVENT_SCHEMA columns."""
+    import pyarrow as pa
+
+    from ingest.schema import EVENT_SCHEMA
+
+    return pa.schema([EVENT_SCHEMA.field(name) for name in (*PRICING_COLUMNS, *extra)])
+
+
 def events_bytes(n: int, start: int = 0) -> list[bytes]:
     return [orjson.dumps(event(i)) for i in range(start, start + n)]
 

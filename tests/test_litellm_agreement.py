@@ -35,8 +35,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 
-from conftest import shared_data, spendlake
-from ingest.schema import EVENT_SCHEMA
+from conftest import pricing_schema, shared_data, spendlake
 from litellm_formula import (
     DISPATCHED,
     OWN_CALCULATOR,
@@ -331,12 +330,7 @@ def test_skipped_entries_are_few_and_named() -> None:
 
 # ---- one rule at a time, in process --------------------------------------------------------------
 
-COLUMNS = [
-    "provider", "model", "timestamp", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "batch", "cache_hit",
-    "reported_cost_usd", "request_type",
-]  # fmt: skip
-SCHEMA = pa.schema([EVENT_SCHEMA.field(name) for name in COLUMNS])
+SCHEMA = pricing_schema("request_type")
 
 
 def spendlake_cost(provider: str, model: str, usage: Usage) -> tuple[float | None, str]:

@@ -9,18 +9,13 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from ingest.schema import EVENT_SCHEMA
+from conftest import pricing_schema
 from pricing import Catalog, parse_overrides, price_table
 from spendlake import settings
 
 BUILTIN = Catalog.builtin()
 JAN = datetime(2026, 1, 15, tzinfo=UTC)
-COLUMNS = [
-    "provider", "model", "timestamp", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "batch", "cache_hit",
-    "reported_cost_usd", "virtual_key", "team", "customer",
-]  # fmt: skip
-SCHEMA = pa.schema([EVENT_SCHEMA.field(name) for name in COLUMNS])
+SCHEMA = pricing_schema("virtual_key", "team", "customer")
 # gpt-4o (builtin, since 2024-10-02): $2.50 in, $1.25 cached, $10 out per million tokens.
 GPT4O = 10_000 * 2.5e-6 + 1_000 * 10e-6  # 0.035
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_DATA, shared_data
-from ingest.schema import COST_SCHEMA, EVENT_SCHEMA
+from conftest import SHARED_DATA, pricing_schema, shared_data
+from ingest.schema import COST_SCHEMA
 from pricing import (
     Catalog,
     CatalogError,
@@ -28,12 +28,7 @@ LITELLM_FILE = SHARED_DATA / "litellm" / "model_prices_and_context_window.json"
 
 BUILTIN = Catalog.builtin()
 JAN_2025 = datetime(2025, 1, 1, tzinfo=UTC)
-COLUMNS = [
-    "provider", "model", "timestamp", "input_tokens", "output_tokens", "cached_input_tokens",
-    "cache_write_tokens", "cache_write_1h_tokens", "reasoning_tokens", "batch", "cache_hit",
-    "reported_cost_usd", "request_type",
-]  # fmt: skip
-SCHEMA = pa.schema([EVENT_SCHEMA.field(name) for name in COLUMNS])
+SCHEMA = pricing_schema("request_type")
 
 
 def litellm_data() -> Path:
