@@ -8,10 +8,12 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import pricing_schema
 from pricing import Catalog, parse_overrides, price_table
-from spendlake import settings
+from spendlake import settings as spendlake_settings
 
 BUILTIN = Catalog.builtin()
 JAN = datetime(2026, 1, 15, tzinfo=UTC)
@@ -101,6 +103,39 @@ def test_provider_wide_discount() -> None:
     assert gpt["cost_source"] == "catalog"
 
 
+MIXED = overrides(
+    {"scope": "customer", "id": "cust-x", "discount": 0.1},
+    {"scope": "team", "id": "team-a", "discount": 0.3, "effective_until": "2026-02-01"},
+    {"scope": "team", "id": "team-b", "provider": "openai", "model": "gpt-4o",
+     "input_usd_per_mtok": 2.0, "output_usd_per_mtok": 8.0},
+    {"scope": "virtual_key", "id": "vk-2", "discount": 0.5, "effective_from": "2026-01-20"},
+)  # fmt: skip
+
+
+@st.composite
+def attributed(draw: st.DrawFn) -> dict[str, Any]:
+    return row(
+        model=draw(st.sampled_from(["gpt-4o", "gpt-4o-mini", "gpt-unreleased"])),
+        timestamp=datetime(2026, 1, draw(st.integers(1, 31)), tzinfo=UTC),
+        virtual_key=draw(st.sampled_from(["vk-1", "vk-2", None])),
+        team=draw(st.sampled_from(["team-a", "team-b", "team-c", None])),
+        customer=draw(st.sampled_from(["cust-x", "cust-y", None])),
+        input_tokens=draw(st.integers(0, 50_000)), output_tokens=draw(st.integers(0, 5_000)),
+        batch=draw(st.booleans()),
+    )  # fmt: skip
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(attributed(), min_size=1, max_size=40))
+def test_overrides_price_a_table_as_they_price_each_row(rows: list[dict[str, Any]]) -> None:
+    together = price(rows, MIXED)
+    assert together == [price([r], MIXED)[0] for r in rows]
+    for r, got in zip(rows, together):
+        assert got["cost_usd"] is None or got["cost_usd"] >= 0
+        if got["cost_source"] == "override":
+            assert r["customer"] == "cust-x" or r["team"] in ("team-a", "team-b") or r["virtual_key"] == "vk-2"
+
+
 def test_every_mistake_is_reported_at_once(tmp_path: Path) -> None:
     cfg = tmp_path / "spendlake.toml"
     cfg.write_text(
@@ -127,8 +162,8 @@ discount = 0.1
 effective_from = "someday"
 """
     )
-    with pytest.raises(settings.ConfigError) as err:
-        settings.load(str(cfg), env={})
+    with pytest.raises(spendlake_settings.ConfigError) as err:
+        spendlake_settings.load(str(cfg), env={})
     text = str(err.value)
     for needle in (
         "#1 scope: got 'division'", "#1 discount: got 1.5", "#2 colour: unknown key",
@@ -138,4 +173,4 @@ effective_from = "someday"
         assert needle in text, text
     good = tmp_path / "good.toml"
     good.write_text('[[pricing.overrides]]\nscope = "team"\nid = "t"\ndiscount = 0.1\n')
-    assert len(settings.load(str(good), env={}).overrides) == 1
+    assert len(spendlake_settings.load(str(good), env={}).overrides) == 1

@@ -328,8 +328,9 @@ def test_resolution_order() -> None:
 
 # ---- properties ---------------------------------------------------------------------------------
 
-MODELS = [("openai", "gpt-4o"), ("anthropic", "claude-sonnet-4-5"), ("gemini", "gemini-2.5-pro"),
-          ("vertex", "claude-sonnet-4-5"), ("openai", "o4-mini"), ("acme", "unknown")]  # fmt: skip
+# Every model of the built-in catalog (tiers, batch tiers, batch cache prices, price histories)
+# and one it does not know.
+MODELS = sorted({(e.provider, e.model) for e in BUILTIN.entries()}) + [("acme", "unknown")]
 counts = st.integers(0, 150_000)
 
 
@@ -339,7 +340,7 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
     provider, model = draw(st.sampled_from(MODELS))
     return event(
         provider=provider, model=model,
-        timestamp=draw(st.datetimes(datetime(2023, 1, 1), datetime(2026, 1, 1), timezones=st.just(UTC))),
+        timestamp=draw(st.datetimes(datetime(2023, 1, 1), datetime(2026, 12, 1), timezones=st.just(UTC))),
         input_tokens=fresh + cached + write5 + write1h, cached_input_tokens=cached,
         cache_write_tokens=write5 + write1h, cache_write_1h_tokens=write1h,
         output_tokens=plain_out + reasoning, reasoning_tokens=reasoning,
