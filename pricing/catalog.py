@@ -181,8 +181,8 @@ class Catalog:
         self.fallback: Catalog | None = None
 
     def over(self, fallback: Catalog) -> Catalog:
-        """This catalog, asking ``fallback`` for models it does not know (an imported LiteLLM
-        file over the built-in list). A model either catalog finds ambiguous stays unpriced."""
+        """This catalog, asking ``fallback`` for models it does not know or finds ambiguous (an
+        imported LiteLLM file over the built-in list)."""
         layered = Catalog([], source=f"{self.source} over {fallback.source}")
         layered._versions, layered.ambiguous = self._versions, self.ambiguous
         layered.fallback = fallback
@@ -192,10 +192,11 @@ class Catalog:
         return len(self.entries())
 
     def entries(self) -> list[PriceEntry]:
-        own = [e for versions in self._versions.values() for e in versions]
+        """Every entry a lookup can return (not those of ambiguous models)."""
+        own = [e for key, versions in self._versions.items() if key not in self.ambiguous for e in versions]
         if self.fallback is None:
             return own
-        mine = set(self._versions)
+        mine = set(self._versions) - set(self.ambiguous)
         return own + [e for e in self.fallback.entries() if (e.provider, e.model) not in mine]
 
     def resolve(self, provider: str, model: str) -> list[PriceEntry]:
@@ -211,7 +212,7 @@ class Catalog:
         for name in _lookup_names(canonical, name_):
             key = (canonical, name)
             if key in self.ambiguous:
-                return []
+                break  # never guess between two prices; a fallback catalog may still know it
             if key in self._versions:
                 return list(self._versions[key])
         return self.fallback.resolve(provider, model) if self.fallback is not None else []

@@ -324,6 +324,14 @@ def test_resolution_order() -> None:
     clash = Catalog([PriceEntry("t:1", "a", "m", JAN_2025, input=1e-6),
                      PriceEntry("t:2", "a", "m", JAN_2025, input=2e-6)])  # fmt: skip
     assert clash.resolve("a", "m") == [] and ("a", "m") in clash.ambiguous
+    # layered: the top catalog first; what it lacks or finds ambiguous comes from the one below
+    top = Catalog([PriceEntry("t:3", "openai", "gpt-4o", JAN_2025, input=1e-6),
+                   PriceEntry("t:4", "openai", "gpt-4o", JAN_2025, input=2e-6),
+                   PriceEntry("t:5", "openai", "gpt-x", JAN_2025, input=3e-6)]).over(BUILTIN)  # fmt: skip
+    assert top.resolve("openai", "gpt-4o") == BUILTIN.resolve("openai", "gpt-4o")
+    assert top.resolve("openai", "gpt-x")[0].id == "t:5"
+    assert top.resolve("anthropic", "claude-sonnet-4-5") == BUILTIN.resolve("anthropic", "claude-sonnet-4-5")
+    assert len(top) == len(BUILTIN) + 1
 
 
 # ---- properties ---------------------------------------------------------------------------------
