@@ -83,7 +83,12 @@ class Pipeline:
         overrides: Sequence[Override] = (),
         clock: Callable[[], float] = time.time,
         on_dead_letter: Callable[[pa.Table], None] | None = None,
+        enrich: Callable[[pa.Table], pa.Table] | None = None,
+        on_written: Callable[[list[Committed]], None] | None = None,
     ) -> None:
+        """``enrich`` runs on each decoded batch before pricing (serve fills team and customer
+        from the budget hierarchy there); ``on_written`` after each write, on the writer's
+        thread, once the batches are visible in the lake."""
         self.lake = lake
         self.catalog = catalog
         self.limits = limits
@@ -91,6 +96,8 @@ class Pipeline:
         self.overrides = tuple(overrides)
         self.clock = clock
         self.on_dead_letter = on_dead_letter
+        self.enrich = enrich
+        self.on_written = on_written
         self.stats = Stats()
         self._buffers: dict[tuple[str, int], _Buffer] = {}
         self._records = 0
@@ -198,6 +205,8 @@ class Pipeline:
             log.warning("... and %d more dead letters in this flush", logged - DEAD_LOG_PER_FLUSH)
         if not gc.isenabled():
             gc.collect()  # the process runs with automatic GC off (see cli); buffers just died
+        if self.on_written is not None and done:
+            self.on_written(done)
         return done
 
     def _event_table(
@@ -206,6 +215,8 @@ class Pipeline:
         n = events.num_rows
         if not n:
             return LAKE_SCHEMA.empty_table(), None
+        if self.enrich is not None:
+            events = self.enrich(events)
         costs = price_table(events, self.catalog, policy=self.pricing_policy, overrides=self.overrides)
         offsets = pa.array(buf.offsets, pa.int64())
         if n != len(buf.offsets):

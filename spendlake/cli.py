@@ -91,6 +91,43 @@ def build_parser() -> Parser:
     rp.add_argument("--catalog", help="'auto' (default), 'builtin' or a LiteLLM-format JSON file")
     rp.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    sv = sub.add_parser("serve", help="the long-running service: consume, roll up, evaluate budgets, serve /metrics",
+                        description="Consume the usage topic into the lake, roll up after each flush (and every "
+                        "[alerts] evaluation_interval), keep budget usage, and serve Prometheus metrics on [metrics] "
+                        "listen. SIGTERM/SIGINT flush, commit and exit cleanly.")
+    sv.add_argument("--config", help="spendlake.toml (flags override it)")
+    sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka brokers, comma-separated")
+    sv.add_argument("--topic", help="topic to consume (default llm-usage)")
+    sv.add_argument("--group", help="consumer group id (default spendlake)")
+    sv.add_argument("--lake", help="lake directory (default ./lake)")
+    sv.add_argument("--listen", metavar="HOST:PORT", help="/metrics address (default 127.0.0.1:9464; port 0 = any free port)")
+    sv.add_argument("--catalog", help="price catalog: 'auto' (default), 'builtin' or a LiteLLM-format JSON file")
+    sv.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop after this many seconds without a new record")
+
+    ru = sub.add_parser("rollup", help="bring the DuckDB rollups and published Parquet rollups up to date, once",
+                        description="Roll up the lake files not rolled up yet (serve does this continuously) and "
+                        "publish the rollups under <lake>/_rollups/. With --config, budget usage too.")
+    ru.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    ru.add_argument("--config", help="spendlake.toml (budgets)")
+
+    bu = sub.add_parser("budgets", help="each budget's usage, limit, period and reset time, as bars or JSON",
+                        description="Every budget of the config (customers, teams, virtual keys): usage in the "
+                        "current period including descendants, limit, %%, period start, reset time, burn rate and "
+                        "projected exhaustion. Works while serve runs (it reads what serve publishes).")
+    bu.add_argument("--config", help="spendlake.toml with [[customers]], [[teams]], [[virtual_keys]]")
+    bu.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    bu.add_argument("--at", metavar="TIME", help="evaluate at this RFC 3339 time instead of now")
+    bu.add_argument("--format", choices=("table", "json"), default="table")
+
+    qu = sub.add_parser("query", help="read-only SQL over the lake, the rollups and the sql/ views",
+                        description="Run one read-only SELECT over the lake (view `events`, deduplicated `request_log`), "
+                        "the rollups and the sql/ views. Writes, file access outside the lake, extensions and ATTACH "
+                        "are refused. Works while serve runs.")
+    qu.add_argument("sql", metavar="SQL")
+    qu.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    qu.add_argument("--config", help="spendlake.toml")
+    qu.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
     demo = sub.add_parser("demo", help="run a month of synthetic traffic through Kafka into a lake and show the spend",
                           description="Start a local Kafka broker, produce a month of synthetic LLM usage (one agent runs "
                           "away mid-month), ingest it exactly once into a Parquet lake, and show where the money went.")
@@ -131,6 +168,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             return pricing_cmd.cmd_unpriced(cfg.get("lake", "path"), args.since, args.format)
         if args.verb == "reprice":
             return cmd_reprice(args)
+        if args.verb == "serve":
+            return cmd_serve(args)
+        if args.verb == "rollup":
+            return cmd_rollup(args)
+        if args.verb == "budgets":
+            from spendlake.budgets_cmd import run as run_budgets
+
+            cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+            return run_budgets(cfg, args.at, args.format, sys.stdout)
+        if args.verb == "query":
+            return cmd_query(args)
         if args.verb == "demo":
             from spendlake.demo import run as run_demo
 
@@ -176,7 +224,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     gc.disable()
     progress = None if args.quiet else Progress()
     dlq = _dead_letter_producer(cfg) if cfg.get("kafka", "dead_letter_topic") else None
-    pipeline = Pipeline(lake, catalog, limits=limits, pricing_policy=policy, overrides=overrides, on_dead_letter=dlq)
+    enrich = cfg.hierarchy.fill if cfg.hierarchy is not None and cfg.hierarchy.virtual_keys else None
+    pipeline = Pipeline(lake, catalog, limits=limits, pricing_policy=policy, overrides=overrides, on_dead_letter=dlq,
+                        enrich=enrich)  # fmt: skip
 
     if args.source:
         from ingest.source import ingest_files
@@ -240,6 +290,111 @@ def cmd_reprice(args: argparse.Namespace) -> int:
         return price_table(events, catalog, policy=policy, overrides=overrides)
 
     return run(cfg.get("lake", "path"), args.since, args.until, price, args.quiet)
+
+
+def cmd_rollup(args: argparse.Namespace) -> int:
+    from aggregator.budgets import BudgetUsage
+    from aggregator.rollup import Rollup, StateLocked
+
+    cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+    hook = BudgetUsage(cfg.hierarchy) if cfg.hierarchy is not None else None
+    try:
+        with Rollup(cfg.get("lake", "path"), budget_hook=hook,
+                    minute_retention_days=cfg.get("aggregator", "minute_retention_days")) as r:  # fmt: skip
+            s = r.update()
+    except StateLocked as exc:
+        sys.stderr.write(f"spendlake: {exc}; it keeps the rollups up to date itself\n")
+        return EXIT_FAILURE
+    sys.stderr.write(
+        f"spendlake: rolled up {s.events_added:,} new events from {s.files_new:,} new files "
+        f"({s.duplicates:,} duplicates, {s.days_recomputed} dates recomputed) in {s.seconds:.2f} s; "
+        f"published {len(s.days_published)} dates\n"
+    )
+    return EXIT_OK
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from aggregator import query
+    from aggregator.rollup import update_if_free
+
+    cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+    lake = cfg.get("lake", "path")
+    update_if_free(lake, minute_retention_days=cfg.get("aggregator", "minute_retention_days"))
+    try:
+        con = query.connect(lake)
+    except duckdb.Error as exc:
+        sys.stderr.write(f"spendlake: query: cannot open the lake {lake}: {' '.join(str(exc).split())}\n")
+        return EXIT_FAILURE
+    try:
+        columns, rows = query.run(con, args.sql)
+    except query.QueryRefused as exc:
+        sys.stderr.write(f"spendlake: {exc}\n")
+        return EXIT_USAGE
+    except query.QueryError as exc:
+        sys.stderr.write(f"spendlake: query: {exc}\n")
+        return EXIT_USAGE
+    sys.stdout.write(query.format_rows(columns, rows, args.format))
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ingest.consumer import KafkaIngestor, KafkaSettings
+    from ingest.lake import Lake
+    from ingest.pipeline import BatchLimits, Pipeline
+    from spendlake.serve import Service
+
+    cfg = settings_mod.load(args.config).with_overrides(
+        {
+            ("kafka", "bootstrap_servers"): args.bootstrap_servers,
+            ("kafka", "topic"): args.topic,
+            ("kafka", "group_id"): args.group,
+            ("lake", "path"): args.lake,
+            ("pricing", "catalog"): args.catalog,
+            ("metrics", "listen"): args.listen,
+        }
+    )
+    problems = settings_mod.check(cfg.values)
+    host, _, port = cfg.get("metrics", "listen").rpartition(":")
+    if not host or not port.isdigit():
+        problems.append(f"[metrics] listen: got {cfg.get('metrics', 'listen')!r}, expected HOST:PORT")
+    if problems:
+        raise settings_mod.ConfigError(problems, "command line")
+    catalog, policy, overrides = _pricing(cfg)
+    hierarchy = cfg.hierarchy
+    assert hierarchy is not None
+    lake_path = cfg.get("lake", "path")
+    service = Service(lake_path, hierarchy, (host, int(port)), interval_s=cfg.evaluation_interval_s,
+                      top_virtual_keys=cfg.get("metrics", "top_virtual_keys"))  # fmt: skip
+    limits = BatchLimits(
+        cfg.get("ingest", "batch_max_records"), cfg.get("ingest", "batch_max_bytes"), cfg.get("ingest", "batch_max_age")
+    )
+    pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
+                        enrich=hierarchy.fill, on_written=service.after_flush)  # fmt: skip
+    ks = KafkaSettings(
+        bootstrap_servers=cfg.get("kafka", "bootstrap_servers"),
+        topic=cfg.get("kafka", "topic"),
+        group_id=cfg.get("kafka", "group_id"),
+        security=cfg.kafka_security(),
+    )
+    try:
+        consumer = ks.consumer()
+    except Exception as exc:
+        sys.stderr.write(f"spendlake: cannot reach Kafka at {ks.bootstrap_servers}: {exc}\n")
+        return EXIT_FAILURE
+    service.start()
+    sys.stderr.write(f"spendlake: serving /metrics on http://{host}:{service.metrics_port}/metrics; "
+                     f"consuming {ks.topic} as {ks.group_id}\n")  # fmt: skip
+    ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle)
+    ingestor.progress = service.lag_probe(consumer)
+    ingestor.install_signal_handlers()
+    try:
+        ingestor.run()
+    finally:
+        service.stop()
+    _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
+    return EXIT_OK
 
 
 def _dead_letter_producer(cfg: settings_mod.Settings) -> Any:

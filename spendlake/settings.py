@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SpendlakeError
+from aggregator.hierarchy import Hierarchy, parse_hierarchy
 from pricing.overrides import Override, parse_overrides
 
 # (section, key) → (type, default). Env override: SPENDLAKE_<SECTION>_<KEY>, e.g.
@@ -40,11 +41,23 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("ingest", "batch_max_bytes"): (int, 32 * 1024 * 1024),
     ("ingest", "batch_max_age"): (float, 5.0),
     ("metrics", "listen"): (str, "127.0.0.1:9464"),
+    ("metrics", "top_virtual_keys"): (int, 20),
+    ("aggregator", "minute_retention_days"): (int, 3),
 }
 # Keys holding arrays of tables, validated by their owners.
 TABLES = {("pricing", "overrides")}
 POLICIES = ("catalog_first", "reported_first")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+
+
+def parse_interval(text: str) -> float:
+    """'5s', '500ms', '1m', '1h' → seconds (the evaluation_interval grammar)."""
+    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+    for unit in sorted(units, key=len, reverse=True):
+        number = text[: -len(unit)]
+        if text.endswith(unit) and number.replace(".", "", 1).isdigit() and float(number) > 0:
+            return float(number) * units[unit]
+    raise ValueError(f"got {text!r}, expected a duration such as '5s', '500ms' or '1m'")
 
 
 class ConfigError(SpendlakeError):
@@ -64,6 +77,8 @@ class Settings:
     raw: dict[str, Any] = field(default_factory=dict)
     source: str = "defaults"
     overrides: tuple[Override, ...] = ()  # [[pricing.overrides]], validated
+    hierarchy: Hierarchy | None = None  # [[customers]], [[teams]], [[virtual_keys]], validated
+    evaluation_interval_s: float = 5.0  # [alerts] evaluation_interval
 
     def get(self, section: str, key: str) -> Any:
         return self.values[(section, key)]
@@ -121,7 +136,7 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
             problems.append(f"[{section}] {key}: got {value!r}, expected {typ.__name__}")
             continue
         values[(section, key)] = value
-    for section in ("kafka", "lake", "pricing", "ingest", "metrics"):
+    for section in ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator"):
         sec = raw.get(section, {})
         if not isinstance(sec, dict):
             problems.append(f"[{section}]: expected a table, got {sec!r}")
@@ -131,12 +146,21 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
                 known = ", ".join(k for s, k in SCALARS if s == section)
                 problems.append(f"[{section}] {key}: unknown key (known: {known})")
     problems += check(values)
+    hierarchy, bad = parse_hierarchy(raw)
+    problems += bad
+    alerts = raw.get("alerts")
+    interval = alerts.get("evaluation_interval", "5s") if isinstance(alerts, dict) else "5s"
+    try:
+        evaluation_s = parse_interval(interval if isinstance(interval, str) else repr(interval))
+    except ValueError as exc:
+        problems.append(f"[alerts] evaluation_interval: {exc}")
+        evaluation_s = 5.0
     pricing = raw.get("pricing")
     overrides, bad = parse_overrides(pricing.get("overrides") if isinstance(pricing, dict) else None)
     problems += bad
     if problems:
         raise ConfigError(problems, source)
-    return Settings(values, raw, source, tuple(overrides))
+    return Settings(values, raw, source, tuple(overrides), hierarchy, evaluation_s)
 
 
 def check(values: dict[tuple[str, str], Any]) -> list[str]:
@@ -146,6 +170,11 @@ def check(values: dict[tuple[str, str], Any]) -> list[str]:
     proto = values.get(("kafka", "security_protocol"), "PLAINTEXT")
     if proto not in SECURITY_PROTOCOLS:
         problems.append(f"[kafka] security_protocol: got {proto!r}, expected one of {SECURITY_PROTOCOLS}")
+    for key, low in (("top_virtual_keys", 0), ("minute_retention_days", 1)):
+        section = "metrics" if key == "top_virtual_keys" else "aggregator"
+        v = values.get((section, key))
+        if v is not None and v < low:
+            problems.append(f"[{section}] {key}: got {v!r}, expected an integer >= {low}")
     for key in ("batch_max_records", "batch_max_bytes", "batch_max_age"):
         v = values.get(("ingest", key))
         if v is not None and v <= 0:

@@ -1,0 +1,304 @@
+"""Budget usage, kept incrementally beside the rollups, and each budget's status.
+
+Usage is stored per (budget, period start, event date): an event adds its cost to every budget of
+its virtual key, its team and its customer (contract 3: a VK's spend counts toward its team's and
+customer's budgets), in the period its *own timestamp* falls in — a late event counts toward the
+period it belongs to, not the current one. Keeping the event date in the key lets a recomputed
+date (``reprice``) replace exactly its share. Unpriced events (cost NULL) add nothing; they are
+reported separately, never as $0 of budget.
+
+Which budgets the stored usage was computed for is recorded per date (the hierarchy's
+fingerprint). When the budgets change (a new budget, another limit or reset_duration), the dates
+that the current periods cover are recomputed from the lake's raw files once.
+
+Status (``status()``): for each budget at a time ``at``: the period containing ``at`` (start and
+reset time), usage in it, remaining, utilization, the burn rate over the last hour (from the
+minute rollups; the period's average where the minute rollups do not reach) and, at that rate,
+when the limit will be reached.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from aggregator.hierarchy import Budget, Hierarchy
+from aggregator.rollup import sql_string
+
+OWNER_COLUMN = {"customer": "customer", "team": "team", "virtual_key": "virtual_key"}
+BURN_WINDOW = timedelta(hours=1)
+
+
+@dataclass
+class BudgetStatus:
+    type: str
+    id: str
+    name: str
+    budget_id: str
+    max_limit: float
+    reset_duration: str
+    current_usage: float
+    remaining: float
+    utilization: float
+    period_start: str
+    reset_at: str
+    burn_rate_usd_per_hour: float
+    projected_exhaustion_at: str | None
+    requests: int
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+class BudgetUsage:
+    """The rollup hook (``Rollup(budget_hook=...)``) keeping budget usage for one hierarchy."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        self.h = hierarchy
+        self.fingerprint = hierarchy.fingerprint()
+        # budgets grouped by (owner type, period): one period computation per group
+        groups: dict[tuple[str, Any], dict[str, list[Budget]]] = defaultdict(lambda: defaultdict(list))
+        for b in hierarchy.budgets:
+            groups[(b.owner_type, b.period)][b.owner_id].append(b)
+        self.groups = groups
+
+    # --- the rollup hook -----------------------------------------------------------------------
+
+    @staticmethod
+    def schema(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute("CREATE TABLE IF NOT EXISTS budget_usage (budget_id VARCHAR, period_start TIMESTAMPTZ, "
+                    "day DATE, usage DOUBLE, requests BIGINT)")  # fmt: skip
+        con.execute("CREATE TABLE IF NOT EXISTS budget_days (day DATE PRIMARY KEY, fingerprint VARCHAR)")
+
+    def forget_days(self, con: duckdb.DuckDBPyConnection, days: list[date]) -> None:
+        self.schema(con)
+        con.execute("DELETE FROM budget_usage WHERE day IN (SELECT unnest(?::DATE[]))", [days])
+        con.execute("DELETE FROM budget_days WHERE day IN (SELECT unnest(?::DATE[]))", [days])
+
+    def add(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Add the usage of the (deduplicated) event rows in ``table``."""
+        self.schema(con)
+        rows: pa.Table = con.sql(
+            f"""SELECT day, epoch_ms("timestamp") AS ts, virtual_key, team, customer, cost_usd
+                FROM {table} WHERE cost_usd IS NOT NULL"""
+        ).to_arrow_table()
+        days = [d for (d,) in con.execute(f"SELECT DISTINCT day FROM {table}").fetchall()]
+        if rows.num_rows and self.h.budgets:
+            delta = self._usage(rows)
+            if delta.num_rows:
+                con.register("budget_delta", delta)
+                con.execute(
+                    """CREATE OR REPLACE TEMP TABLE budget_merged AS
+                       SELECT budget_id, period_start, day, sum(usage) AS usage, sum(requests)::BIGINT AS requests
+                       FROM (SELECT * FROM budget_usage WHERE day IN (SELECT DISTINCT day FROM budget_delta)
+                             UNION ALL BY NAME
+                             SELECT budget_id, make_timestamptz(period_start_ms * 1000) AS period_start, day,
+                                    usage, requests FROM budget_delta)
+                       GROUP BY ALL"""
+                )
+                con.execute("DELETE FROM budget_usage WHERE day IN (SELECT DISTINCT day FROM budget_delta)")
+                con.execute("INSERT INTO budget_usage BY NAME SELECT * FROM budget_merged")
+                con.unregister("budget_delta")
+        for d in days:
+            con.execute("INSERT OR REPLACE INTO budget_days VALUES (?, ?)", [d, self.fingerprint])
+
+    def _usage(self, rows: pa.Table) -> pa.Table:
+        """(budget_id, period_start_ms, day, usage, requests) for event rows, vectorised per
+        (owner type, period) group."""
+        ts = rows.column("ts").to_numpy()
+        cost = rows.column("cost_usd").to_numpy()
+        days = rows.column("day")
+        out: dict[str, list[Any]] = {"budget_id": [], "period_start_ms": [], "day": [], "usage": [], "requests": []}
+        for (owner_type, period), by_owner in self.groups.items():
+            owners = rows.column(OWNER_COLUMN[owner_type])
+            if owners.null_count == len(owners):
+                continue
+            starts = period.starts_ms(ts)
+            t = pa.table({"owner": owners, "start": pa.array(starts, pa.int64()), "day": days,
+                          "cost": pa.array(cost, pa.float64())})  # fmt: skip
+            t = t.filter(pc.is_in(t.column("owner"), value_set=pa.array(list(by_owner), pa.string())))
+            if not t.num_rows:
+                continue
+            g = t.group_by(["owner", "start", "day"]).aggregate([("cost", "sum"), ("cost", "count")])
+            for owner, start, day, usage, n in zip(*(g.column(c).to_pylist() for c in
+                                                      ("owner", "start", "day", "cost_sum", "cost_count"))):  # fmt: skip
+                for b in by_owner[owner]:
+                    out["budget_id"].append(b.id)
+                    out["period_start_ms"].append(start)
+                    out["day"].append(day)
+                    out["usage"].append(usage)
+                    out["requests"].append(n)
+        return pa.table({
+            "budget_id": pa.array(out["budget_id"], pa.string()),
+            "period_start_ms": pa.array(out["period_start_ms"], pa.int64()),
+            "day": pa.array(out["day"], pa.date32()),
+            "usage": pa.array(out["usage"], pa.float64()),
+            "requests": pa.array(out["requests"], pa.int64()),
+        })  # fmt: skip
+
+    def ensure(self, con: duckdb.DuckDBPyConnection, lake: Path, at: datetime | None = None) -> int:
+        """Recompute usage for the dates the budgets' current periods cover that were computed
+        for other budgets (or none). Returns how many dates were recomputed."""
+        self.schema(con)
+        if not self.h.budgets:
+            return 0
+        at = at or datetime.now(UTC)
+        first = min(b.period.start(at) for b in self.h.budgets).astimezone(UTC).date()
+        stale = [
+            d for (d,) in con.execute(
+                """SELECT DISTINCT f.day FROM files f LEFT JOIN budget_days b ON b.day = f.day
+                   WHERE f.day >= ? AND (b.fingerprint IS NULL OR b.fingerprint <> ?) ORDER BY 1""",
+                [first, self.fingerprint],
+            ).fetchall()
+        ]  # fmt: skip
+        if not stale:
+            return 0
+        paths = [str(lake / p) for (p,) in con.execute(
+            "SELECT path FROM files WHERE day IN (SELECT unnest(?::DATE[]))", [stale]).fetchall()]  # fmt: skip
+        con.execute("BEGIN TRANSACTION")
+        try:
+            self.forget_days(con, stale)
+            con.execute(
+                """CREATE OR REPLACE TEMP TABLE budget_raw AS
+                   SELECT "timestamp"::DATE AS day, "timestamp", virtual_key, team, customer, cost_usd
+                   FROM read_parquet(?, union_by_name = true)
+                   QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
+                                              ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
+                [paths],
+            )
+            self.add(con, "budget_raw")
+            con.execute("INSERT OR IGNORE INTO dirty_days SELECT unnest(?::DATE[])", [stale])
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return len(stale)
+
+    def publish(self, con: duckdb.DuckDBPyConnection, out: Path) -> None:
+        """``budget_usage.parquet`` (per budget and period) and ``budgets.parquet`` (status now)."""
+        self.schema(con)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".budget_usage-{uuid.uuid4().hex[:8]}.tmp"
+        con.execute(
+            f"""COPY (SELECT budget_id, period_start, sum(usage) AS usage, sum(requests)::BIGINT AS requests,
+                             {sql_string(self.fingerprint)} AS fingerprint
+                      FROM budget_usage GROUP BY ALL ORDER BY ALL) TO {sql_string(tmp)} (FORMAT parquet)"""
+        )
+        os.replace(tmp, out / "budget_usage.parquet")
+        statuses = status(con, self.h)
+        table = status_table(statuses)
+        tmp2 = out / f".budgets-{uuid.uuid4().hex[:8]}.tmp"
+        pq.write_table(table, tmp2)
+        os.replace(tmp2, out / "budgets.parquet")
+
+
+def status(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datetime | None = None) -> list[BudgetStatus]:
+    """Every budget's status at ``at`` (default now). ``con`` has ``budget_usage`` (per
+    period) and ``rollup_minute`` / ``rollup_hourly`` tables or views."""
+    at = (at or datetime.now(UTC)).astimezone(UTC)
+    budgets = hierarchy.budgets
+    if not budgets:
+        return []
+    # one period computation per distinct period (thousands of budgets share a handful)
+    per_period: dict[Any, tuple[datetime, datetime]] = {}
+    for b in budgets:
+        if b.period not in per_period:
+            per_period[b.period] = (b.period.start(at), b.period.end(at))
+    windows = [per_period[b.period] for b in budgets]
+    wanted = pa.table({
+        "budget_id": pa.array([b.id for b in budgets], pa.string()),
+        "period_start": pa.array([s for s, _ in windows], pa.timestamp("ms", "UTC")),
+    })  # fmt: skip
+    con.register("budget_wanted", wanted)
+    try:
+        usage = {
+            bid: (u, n) for bid, u, n in con.execute(
+                """SELECT w.budget_id, coalesce(sum(u.usage), 0), coalesce(sum(u.requests), 0)
+                   FROM budget_wanted w LEFT JOIN budget_usage u
+                     ON u.budget_id = w.budget_id AND u.period_start = w.period_start
+                   GROUP BY ALL"""
+            ).fetchall()
+        }  # fmt: skip
+    finally:
+        con.unregister("budget_wanted")
+    burn = _burn_by_owner(con, at)
+    out = []
+    for b, (start, end) in zip(budgets, windows):
+        used, n = usage.get(b.id, (0.0, 0))
+        used = float(used)
+        hours_in = max((at - start).total_seconds() / 3600, 1e-9)
+        rate = burn.get((b.owner_type, b.owner_id))
+        if rate is None or hours_in < BURN_WINDOW.total_seconds() / 3600:
+            rate = used / hours_in if hours_in >= 1 / 60 else (rate or 0.0)
+        remaining = b.max_limit - used
+        if remaining <= 0:
+            exhaustion: str | None = _rfc3339(at)
+        elif rate > 0:
+            exhaustion = _rfc3339(at + timedelta(hours=remaining / rate))
+        else:
+            exhaustion = None
+        out.append(BudgetStatus(
+            type=b.owner_type, id=b.owner_id, name=b.owner_name, budget_id=b.id, max_limit=b.max_limit,
+            reset_duration=b.reset_duration, current_usage=round(used, 10), remaining=round(remaining, 10),
+            utilization=used / b.max_limit, period_start=_rfc3339(start), reset_at=_rfc3339(end),
+            burn_rate_usd_per_hour=rate, projected_exhaustion_at=exhaustion, requests=int(n),
+        ))  # fmt: skip
+    return out
+
+
+def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[tuple[str, str], float]:
+    """USD per hour over the last BURN_WINDOW, per (owner type, owner id), from minute rollups."""
+    since = at - BURN_WINDOW
+    try:
+        covered = con.execute("SELECT min(bucket) FROM rollup_minute").fetchone()[0]  # type: ignore[index]
+    except duckdb.Error:
+        return {}
+    if covered is None or covered > since:
+        return {}
+    out: dict[tuple[str, str], float] = {}
+    for owner_type, column in OWNER_COLUMN.items():
+        for owner, cost in con.execute(
+            f"""SELECT {column}, sum(cost_usd) FROM rollup_minute
+                WHERE bucket >= ? AND bucket < ? AND {column} IS NOT NULL GROUP BY 1""",
+            [since, at],
+        ).fetchall():
+            out[(owner_type, owner)] = float(cost) / (BURN_WINDOW.total_seconds() / 3600)
+    return out
+
+
+STATUS_SCHEMA = pa.schema([
+    ("type", pa.string()), ("id", pa.string()), ("name", pa.string()), ("budget_id", pa.string()),
+    ("max_limit", pa.float64()), ("reset_duration", pa.string()), ("current_usage", pa.float64()),
+    ("remaining", pa.float64()), ("utilization", pa.float64()), ("period_start", pa.timestamp("ms", "UTC")),
+    ("reset_at", pa.timestamp("ms", "UTC")), ("burn_rate_usd_per_hour", pa.float64()),
+    ("projected_exhaustion_at", pa.timestamp("ms", "UTC")), ("requests", pa.int64()),
+])  # fmt: skip
+
+
+def status_table(statuses: list[BudgetStatus]) -> pa.Table:
+    def ts(text: str | None) -> datetime | None:
+        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    rows = [asdict(s) for s in statuses]
+    for r in rows:
+        for k in ("period_start", "reset_at", "projected_exhaustion_at"):
+            r[k] = ts(r[k])
+    return pa.Table.from_pylist(rows, schema=STATUS_SCHEMA)

@@ -1,0 +1,414 @@
+"""Incremental rollups of the lake in DuckDB, and their publication as Parquet.
+
+State lives in ``<lake>/_state/spendlake.duckdb``, owned by one process at a time (``spendlake
+serve``, or any command that finds it free). What other processes read is published beside it as
+Parquet under ``<lake>/_rollups/`` (contract 2: ``query`` and ``budgets`` work while ``serve``
+runs, and a DuckDB file open for writing cannot be opened by anyone else).
+
+The unit of work is the **event date**. The lake partitions events by their UTC date, a
+duplicate of an event carries the event's own timestamp (a retry is the same event), so every
+question "was this event_id counted?" is answered within one date. Rules:
+
+1. Lake files are tracked by identity (path, size, mtime_ns). A file not seen before is rolled
+   up incrementally: its rows are deduplicated against the date's ``seen`` set (a 128-bit hash
+   of event_id) and within the batch (the earliest ingested copy wins), then added.
+2. A tracked file whose identity changed (``spendlake reprice`` rewrote it) makes its date
+   recomputed from all of that date's files. A file that disappears (raw retention) is not
+   subtracted: rollups outlive the raw files.
+3. One update is one DuckDB transaction (file bookkeeping, seen set, rollups, budget usage,
+   the list of dates to publish), so a crash leaves the state before or after it, never between.
+   Publishing runs after the commit, from the ``dirty_days`` list, and a restart finishes it.
+4. Late events land in their own time bucket: only their date is touched.
+
+Rollups: ``rollup_minute`` (kept ``minute_retention_days``), ``rollup_hourly`` and ``rollup_daily``
+by (bucket, virtual_key, team, customer, provider, model, status); per day without a time bucket,
+``rollup_labels`` by (provider, model, team, customer, status) with request-cost histogram buckets
+and ``rollup_virtual_keys`` by (virtual_key, team, customer) — the small tables /metrics reads. Measures: requests, unpriced requests, cost and its parts, reported cost, tokens
+by type, latency sum/count/max.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+log = logging.getLogger("spendlake.rollup")
+
+STATE_DIR = "_state"
+STATE_FILE = "spendlake.duckdb"
+PUBLISH_DIR = "_rollups"
+DIMS = ("virtual_key", "team", "customer", "provider", "model", "status")
+LABEL_DIMS = ("provider", "model", "team", "customer", "status")
+VK_DIMS = ("virtual_key", "team", "customer")
+# Tables by day and a set of labels (no time bucket); published like the grains.
+BY_DAY = {"labels": LABEL_DIMS, "virtual_keys": VK_DIMS}
+TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
+          "cache_write_1h_tokens", "reasoning_tokens")  # fmt: skip
+COSTS = ("cost_usd", "cost_input_usd", "cost_cached_input_usd", "cost_cache_write_usd",
+         "cost_output_usd", "cost_reasoning_usd", "reported_cost_usd")  # fmt: skip
+# Upper bounds (USD) of the request-cost histogram; +Inf is `requests`.
+COST_BUCKETS = (0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
+GRAINS = {"minute": "minute", "hourly": "hour", "daily": "day"}
+
+
+def bucket_column(bound: float) -> str:
+    return "cost_le_" + f"{bound:g}".replace(".", "_").replace("-", "m")
+
+
+def sql_string(value: object) -> str:
+    """A SQL string literal (for file names, which DuckDB does not take as parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class StateLocked(RuntimeError):
+    """Another process (``spendlake serve``) holds the rollup state."""
+
+
+def _measures_sql(prefix: str = "") -> str:
+    """Aggregates of raw event rows into rollup measures."""
+    p = prefix
+    parts = ["count(*)::BIGINT AS requests",
+             f"count(*) FILTER (WHERE {p}cost_source = 'unpriced')::BIGINT AS unpriced"]  # fmt: skip
+    parts += [f"coalesce(sum({p}{c}), 0)::DOUBLE AS {c}" for c in COSTS]
+    parts += [f"coalesce(sum({p}{t}), 0)::BIGINT AS {t}" for t in TOKENS]
+    parts += [f"coalesce(sum({p}latency_ms), 0)::DOUBLE AS latency_ms_sum",
+              f"count({p}latency_ms)::BIGINT AS latency_count",
+              f"max({p}latency_ms)::DOUBLE AS latency_ms_max"]  # fmt: skip
+    return ", ".join(parts)
+
+
+MEASURES = ("requests", "unpriced", *COSTS, *TOKENS, "latency_ms_sum", "latency_count", "latency_ms_max")
+
+
+def _merge_sql(measures: Sequence[str]) -> str:
+    """Re-aggregating rollup rows (sums, and max for the latency maximum)."""
+    return ", ".join(f"max({m}) AS {m}" if m.endswith("_max") else f"sum({m}) AS {m}" for m in measures)
+
+
+@dataclass
+class UpdateStats:
+    files_new: int = 0
+    files_rewritten: int = 0
+    days_recomputed: int = 0
+    rows_read: int = 0
+    events_added: int = 0
+    duplicates: int = 0
+    seconds: float = 0.0
+    days_published: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class LakeFile:
+    path: str  # relative to the lake root
+    day: date
+    size: int
+    mtime_ns: int
+
+
+def lake_files(root: Path, kind: str = "events") -> list[LakeFile]:
+    out = []
+    for d in sorted((root / kind).glob("date=*")):
+        try:
+            day = date.fromisoformat(d.name[5:])
+        except ValueError:
+            continue
+        for f in sorted(d.glob("*.parquet")):
+            try:
+                st = f.stat()
+            except FileNotFoundError:
+                continue  # replaced or swept between listing and stat
+            out.append(LakeFile(f"{kind}/{d.name}/{f.name}", day, st.st_size, st.st_mtime_ns))
+    return out
+
+
+class Rollup:
+    """The rollup state of one lake. ``Rollup(lake).update()`` brings it up to date."""
+
+    def __init__(self, lake: str | os.PathLike[str], *, minute_retention_days: int = 3,
+                 budget_hook: Any = None) -> None:  # fmt: skip
+        self.root = Path(lake)
+        self.minute_retention_days = minute_retention_days
+        self.budget_hook = budget_hook  # aggregator.budgets.BudgetUsage or None
+        (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        path = self.root / STATE_DIR / STATE_FILE
+        try:
+            self.con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            if "lock" in str(exc).lower():
+                raise StateLocked(f"{path} is in use by another spendlake process (serve?)") from None
+            raise
+        self.con.execute("SET TimeZone = 'UTC'")
+        self._schema()
+        if budget_hook is not None:
+            budget_hook.schema(self.con)
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Rollup:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- schema ------------------------------------------------------------------------------
+
+    def _schema(self) -> None:
+        c = self.con
+        c.execute("CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, day DATE, size BIGINT, "
+                  "mtime_ns BIGINT, rows BIGINT, rolled_at TIMESTAMPTZ)")  # fmt: skip
+        c.execute("CREATE TABLE IF NOT EXISTS seen (day DATE, h UHUGEINT)")
+        c.execute("CREATE TABLE IF NOT EXISTS dead_letter_files (path VARCHAR PRIMARY KEY, day DATE, rows BIGINT)")
+        c.execute("CREATE TABLE IF NOT EXISTS dirty_days (day DATE PRIMARY KEY)")
+        c.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+        measure_cols = ", ".join(
+            f"{m} {'BIGINT' if m in ('requests', 'unpriced', 'latency_count') or m in TOKENS else 'DOUBLE'}"
+            for m in MEASURES
+        )
+        dims = ", ".join(f"{d} VARCHAR" for d in DIMS)
+        for name in GRAINS:
+            c.execute(f"CREATE TABLE IF NOT EXISTS rollup_{name} (day DATE, bucket TIMESTAMPTZ, {dims}, {measure_cols})")
+        ldims = ", ".join(f"{d} VARCHAR" for d in LABEL_DIMS)
+        hist = ", ".join(f"{bucket_column(b)} BIGINT" for b in COST_BUCKETS)
+        c.execute(f"CREATE TABLE IF NOT EXISTS rollup_labels (day DATE, {ldims}, {measure_cols}, {hist})")
+        vdims = ", ".join(f"{d} VARCHAR" for d in VK_DIMS)
+        c.execute(f"CREATE TABLE IF NOT EXISTS rollup_virtual_keys (day DATE, {vdims}, {measure_cols})")
+
+    # --- update ------------------------------------------------------------------------------
+
+    def update(self) -> UpdateStats:
+        """Roll up what the lake holds that the state does not; publish what changed."""
+        t0 = time.perf_counter()
+        stats = UpdateStats()
+        files = lake_files(self.root)
+        known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        new = [f for f in files if f.path not in known]
+        rewritten = [f for f in files if f.path in known and known[f.path] != (f.size, f.mtime_ns)]
+        recompute = sorted({f.day for f in rewritten})
+        stats.files_rewritten = len(rewritten)
+        stats.days_recomputed = len(recompute)
+        if recompute:
+            # the whole date again, from every file it has now
+            new = [f for f in new if f.day not in recompute] + [f for f in files if f.day in recompute]
+        stats.files_new = len(new) - sum(1 for f in new if f.day in recompute)
+        if new or recompute or self._new_dead_letters():
+            self.con.execute("BEGIN TRANSACTION")
+            try:
+                if recompute:
+                    self._forget_days(recompute)
+                if new:
+                    self._add(new, stats)
+                self._count_dead_letters()
+                self._expire_minutes()
+                self.con.execute("COMMIT")
+            except BaseException:
+                self.con.execute("ROLLBACK")
+                raise
+        if self.budget_hook is not None:
+            self.budget_hook.ensure(self.con, self.root)
+        stats.days_published = self.publish()
+        stats.seconds = time.perf_counter() - t0
+        return stats
+
+    def _forget_days(self, days: list[date]) -> None:
+        c = self.con
+        c.execute("CREATE OR REPLACE TEMP TABLE forget AS SELECT unnest(?::DATE[]) AS day", [days])
+        for table in ("files", "seen", *(f"rollup_{g}" for g in (*GRAINS, *BY_DAY))):
+            c.execute(f"DELETE FROM {table} WHERE day IN (SELECT day FROM forget)")
+        if self.budget_hook is not None:
+            self.budget_hook.forget_days(c, days)
+        c.execute("INSERT OR IGNORE INTO dirty_days SELECT day FROM forget")
+
+    def _add(self, files: list[LakeFile], stats: UpdateStats) -> None:
+        c = self.con
+        paths = [str(self.root / f.path) for f in files]
+        cols = ", ".join(("event_id", "timestamp", *DIMS, *TOKENS, *COSTS, "cost_source", "latency_ms",
+                          "ingested_at", "source_topic", "source_partition", "source_offset"))  # fmt: skip
+        c.execute(
+            f"""CREATE OR REPLACE TEMP TABLE batch AS
+                SELECT {cols}, "timestamp"::DATE AS day, md5_number(event_id) AS h
+                FROM read_parquet(?, union_by_name = true)""",
+            [paths],
+        )
+        stats.rows_read = c.execute("SELECT count(*) FROM batch").fetchone()[0]  # type: ignore[index]
+        c.execute(
+            """CREATE OR REPLACE TEMP TABLE fresh AS
+               SELECT * FROM batch b
+               WHERE NOT EXISTS (SELECT 1 FROM seen s
+                                 WHERE s.day IN (SELECT DISTINCT day FROM batch) AND s.day = b.day AND s.h = b.h)
+               QUALIFY row_number() OVER (PARTITION BY day, h
+                                          ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1"""
+        )
+        stats.events_added = c.execute("SELECT count(*) FROM fresh").fetchone()[0]  # type: ignore[index]
+        stats.duplicates = stats.rows_read - stats.events_added
+        c.execute("INSERT INTO seen SELECT day, h FROM fresh")
+        c.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM fresh")
+        dims = ", ".join(DIMS)
+        for grain, unit in GRAINS.items():
+            c.execute(
+                f"""CREATE OR REPLACE TEMP TABLE delta AS
+                    SELECT day, date_trunc('{unit}', "timestamp") AS bucket, {dims}, {_measures_sql()}
+                    FROM fresh GROUP BY ALL"""
+            )
+            self._merge(f"rollup_{grain}", ("day", "bucket", *DIMS))
+        ldims = ", ".join(LABEL_DIMS)
+        hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
+        c.execute(
+            f"CREATE OR REPLACE TEMP TABLE delta AS SELECT day, {ldims}, {_measures_sql()}, {hist} FROM fresh GROUP BY ALL"
+        )
+        self._merge("rollup_labels", ("day", *LABEL_DIMS), extra=tuple(bucket_column(b) for b in COST_BUCKETS))
+        c.execute(f"CREATE OR REPLACE TEMP TABLE delta AS SELECT day, {', '.join(VK_DIMS)}, {_measures_sql()} "
+                  "FROM fresh WHERE virtual_key IS NOT NULL GROUP BY ALL")  # fmt: skip
+        self._merge("rollup_virtual_keys", ("day", *VK_DIMS))
+        if self.budget_hook is not None:
+            self.budget_hook.add(c, "fresh")
+        now = datetime.now(UTC)
+        c.executemany(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, NULL, ?)",
+            [(f.path, f.day, f.size, f.mtime_ns, now) for f in files],
+        )
+        c.execute("INSERT OR IGNORE INTO dirty_days SELECT day FROM touched")
+        c.execute("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT day FROM batch")
+
+    def _new_dead_letters(self) -> bool:
+        known = {p for (p,) in self.con.execute("SELECT path FROM dead_letter_files").fetchall()}
+        return any(f.path not in known for f in lake_files(self.root, "dead_letter"))
+
+    def _count_dead_letters(self) -> None:
+        """Dead letters are counted, not rolled up: rows per file (from Parquet metadata)."""
+        known = {p for (p,) in self.con.execute("SELECT path FROM dead_letter_files").fetchall()}
+        for f in lake_files(self.root, "dead_letter"):
+            if f.path not in known:
+                n = self.con.execute("SELECT count(*) FROM read_parquet(?)", [str(self.root / f.path)]).fetchone()[0]  # type: ignore[index]
+                self.con.execute("INSERT INTO dead_letter_files VALUES (?, ?, ?)", [f.path, f.day, n])
+
+    def _merge(self, table: str, keys: Sequence[str], extra: Sequence[str] = ()) -> None:
+        """table := table ∪ delta, re-aggregated, for the dates the delta touches."""
+        c = self.con
+        k = ", ".join(keys)
+        agg = _merge_sql((*MEASURES, *extra))
+        c.execute(
+            f"""CREATE OR REPLACE TEMP TABLE merged AS
+                SELECT {k}, {agg} FROM (
+                    SELECT * FROM {table} WHERE day IN (SELECT DISTINCT day FROM delta)
+                    UNION ALL BY NAME SELECT * FROM delta
+                ) GROUP BY ALL"""
+        )
+        c.execute(f"DELETE FROM {table} WHERE day IN (SELECT DISTINCT day FROM delta)")
+        c.execute(f"INSERT INTO {table} BY NAME SELECT * FROM merged")
+
+    def _expire_minutes(self) -> None:
+        horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
+        self.con.execute("DELETE FROM rollup_minute WHERE day < ?", [horizon])
+
+    # --- publication -------------------------------------------------------------------------
+
+    def publish(self) -> list[str]:
+        """Write the rollups of every dirty date as Parquet (atomic per file), then forget the
+        dates. Returns the dates published."""
+        days = [d for (d,) in self.con.execute("SELECT day FROM dirty_days ORDER BY day").fetchall()]
+        out = self.root / PUBLISH_DIR
+        horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
+        for day in days:
+            for name in (*GRAINS, *BY_DAY):
+                target = out / name / f"date={day.isoformat()}" / "rollup.parquet"
+                if name == "minute" and day < horizon:
+                    target.unlink(missing_ok=True)
+                    continue
+                n = self.con.execute(f"SELECT count(*) FROM rollup_{name} WHERE day = ?", [day]).fetchone()[0]  # type: ignore[index]
+                if not n:
+                    target.unlink(missing_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.parent / f".rollup-{uuid.uuid4().hex[:8]}.parquet.tmp"
+                self.con.execute(
+                    f"COPY (SELECT * FROM rollup_{name} WHERE day = ? ORDER BY ALL) TO {sql_string(tmp)} "
+                    "(FORMAT parquet, COMPRESSION zstd)",
+                    [day],
+                )
+                _fsync_path(tmp)
+                os.replace(tmp, target)
+                _fsync_path(target.parent)
+        for d in sorted((out / "minute").glob("date=*")) if (out / "minute").exists() else []:
+            try:
+                if date.fromisoformat(d.name[5:]) < horizon:
+                    for f in d.glob("*"):
+                        f.unlink()
+                    d.rmdir()
+            except (ValueError, OSError):
+                continue
+        if self.budget_hook is not None:
+            self.budget_hook.publish(self.con, out)
+        self._write_status(out)
+        if days:
+            self.con.execute("DELETE FROM dirty_days WHERE day IN (SELECT unnest(?::DATE[]))", [days])
+        return [d.isoformat() for d in days]
+
+    def _write_status(self, out: Path) -> None:
+        events, files = self.con.execute("SELECT (SELECT count(*) FROM seen), (SELECT count(*) FROM files)").fetchone()  # type: ignore[misc]
+        status = {"updated_at": datetime.now(UTC).isoformat(timespec="milliseconds"), "events": events, "files": files}
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / f".status-{uuid.uuid4().hex[:8]}.tmp"
+        tmp.write_text(json.dumps(status))
+        _fsync_path(tmp)
+        os.replace(tmp, out / "status.json")
+        _fsync_path(out)
+
+
+def published_views(con: duckdb.DuckDBPyConnection, lake: str | os.PathLike[str]) -> list[str]:
+    """Create views ``rollup_<name>`` over a lake's published rollups in ``con``.
+
+    A rollup nobody has published yet is an empty view with the right columns, so queries
+    over it return no rows rather than failing."""
+    root = Path(lake)
+    made = []
+    for name in (*GRAINS, *BY_DAY):
+        files = root / PUBLISH_DIR / name
+        if any(files.glob("date=*/rollup.parquet")):
+            pattern = sql_string(f"{files}/date=*/rollup.parquet")
+            con.execute(f"CREATE OR REPLACE VIEW rollup_{name} AS SELECT * EXCLUDE (date) FROM "
+                        f"read_parquet({pattern}, hive_partitioning = true, union_by_name = true)")  # fmt: skip
+        else:
+            empty = duckdb.connect()
+            empty.execute("SET TimeZone = 'UTC'")
+            shim = Rollup.__new__(Rollup)
+            shim.con = empty
+            shim._schema()
+            cols = empty.execute(f"DESCRIBE rollup_{name}").fetchall()
+            empty.close()
+            select = ", ".join(f"NULL::{typ} AS {col}" for col, typ, *_ in cols)
+            con.execute(f"CREATE OR REPLACE VIEW rollup_{name} AS SELECT {select} WHERE false")
+        made.append(f"rollup_{name}")
+    return made
+
+
+def update_if_free(lake: str | os.PathLike[str], **kw: Any) -> UpdateStats | None:
+    """Roll up when no other process holds the state; None when ``serve`` does (it keeps the
+    published rollups fresh itself)."""
+    try:
+        with Rollup(lake, **kw) as r:
+            return r.update()
+    except StateLocked:
+        return None
+
+
+def stats_dict(stats: UpdateStats) -> dict[str, Any]:
+    return asdict(stats)

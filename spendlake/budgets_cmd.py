@@ -1,0 +1,125 @@
+"""`spendlake budgets`: every budget's status, as bars on a terminal or as JSON (contract 4).
+
+It brings the rollups up to date itself when no other process holds them; while `spendlake
+serve` runs, it reads what serve publishes (``<lake>/_rollups/``). If serve runs with other
+budgets than this config (the published fingerprint differs), usage is computed from the raw lake
+files of the current periods instead: slower, never wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+import duckdb
+import pyarrow.parquet as pq
+
+from aggregator.budgets import BudgetStatus, BudgetUsage, status
+from aggregator.hierarchy import Hierarchy
+from aggregator.rollup import PUBLISH_DIR, Rollup, StateLocked, published_views, sql_string
+from spendlake import settings as settings_mod
+
+BAR = 24
+
+
+def run(cfg: settings_mod.Settings, at_text: str | None, fmt: str, out: TextIO) -> int:
+    hierarchy = cfg.hierarchy
+    assert hierarchy is not None
+    at = _at(at_text)
+    lake = Path(cfg.get("lake", "path"))
+    if not (lake / "events").is_dir():
+        raise settings_mod.ConfigError([f"--lake: {lake} is not a spendlake lake (no events/ folder)"])
+    statuses = evaluate(lake, hierarchy, at, cfg.get("aggregator", "minute_retention_days"))
+    if fmt == "json":
+        out.write(json.dumps([s.as_json() for s in statuses], indent=2) + "\n")
+    else:
+        out.write(render(statuses, at))
+    return 0
+
+
+def _at(text: str | None) -> datetime:
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise settings_mod.ConfigError([f"--at: got {text!r}, expected an RFC 3339 time such as 2026-11-28T12:00:00Z"]) from None
+    if dt.tzinfo is None:
+        raise settings_mod.ConfigError([f"--at: got {text!r}, expected a time WITH an offset, e.g. ...Z or +01:00"])
+    return dt.astimezone(UTC)
+
+
+def evaluate(lake: Path, hierarchy: Hierarchy, at: datetime, minute_retention_days: int = 3) -> list[BudgetStatus]:
+    if not hierarchy.budgets:
+        return []
+    hook = BudgetUsage(hierarchy)
+    try:
+        with Rollup(lake, budget_hook=hook, minute_retention_days=minute_retention_days) as r:
+            r.update()
+            hook.ensure(r.con, lake, at)
+            return status(r.con, hierarchy, at)
+    except StateLocked:
+        pass
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    published_views(con, lake)
+    usage = lake / PUBLISH_DIR / "budget_usage.parquet"
+    fingerprint = _fingerprint(usage)
+    if fingerprint == hook.fingerprint:
+        con.execute("CREATE VIEW budget_usage AS SELECT budget_id, period_start, usage, requests "
+                    f"FROM read_parquet({sql_string(usage)})")
+    else:
+        sys.stderr.write("spendlake: serve runs with other budgets than this config; computing usage from the raw lake\n")
+        _usage_from_raw(con, lake, hook, at)
+    return status(con, hierarchy, at)
+
+
+def _fingerprint(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    t = pq.read_table(path, columns=["fingerprint"])
+    return t.column("fingerprint")[0].as_py() if t.num_rows else None
+
+
+def _usage_from_raw(con: duckdb.DuckDBPyConnection, lake: Path, hook: BudgetUsage, at: datetime) -> None:
+    first = min(b.period.start(at) for b in hook.h.budgets).astimezone(UTC).date()
+    files = [str(p) for d in sorted((lake / "events").glob("date=*")) if d.name[5:] >= first.isoformat()
+             for p in d.glob("*.parquet")]  # fmt: skip
+    BudgetUsage.schema(con)
+    if not files:
+        return
+    con.execute(
+        """CREATE TEMP TABLE budget_raw AS
+           SELECT "timestamp"::DATE AS day, "timestamp", virtual_key, team, customer, cost_usd
+           FROM read_parquet(?, union_by_name = true)
+           QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
+                                      ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
+        [files],
+    )
+    hook.add(con, "budget_raw")
+
+
+def render(statuses: list[BudgetStatus], at: datetime) -> str:
+    """One line per budget: who, a bar of usage / limit, $ used of $ limit, reset, exhaustion."""
+    if not statuses:
+        return "no budgets in the config ([[customers]], [[teams]], [[virtual_keys]] with budgets = [...])\n"
+    indent = {"customer": "", "team": "  ", "virtual_key": "    "}
+    who = [f"{indent.get(s.type, '')}{s.type} {s.id}" for s in statuses]
+    width = max(len(w) for w in who)
+    lines = [f"budgets at {at.isoformat(timespec='seconds').replace('+00:00', 'Z')}"]
+    for w, s in zip(who, statuses):
+        frac = max(s.utilization, 0.0)
+        filled = min(int(round(frac * BAR)), BAR)
+        bar = "█" * filled + "░" * (BAR - filled)
+        mark = "  EXCEEDED" if frac >= 1 else ("  !" if frac >= 0.8 else "")
+        runs_out = f", runs out {s.projected_exhaustion_at}" if s.projected_exhaustion_at and frac < 1 else ""
+        lines.append(
+            f"{w.ljust(width)}  {bar} {frac * 100:6.1f}%  ${s.current_usage:,.2f} / ${s.max_limit:,.2f} "
+            f"per {s.reset_duration}, resets {s.reset_at}{runs_out}{mark}"
+        )
+    return "\n".join(lines) + "\n"
+
+
