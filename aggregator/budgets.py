@@ -82,6 +82,22 @@ class BudgetUsage:
 
     # --- the rollup hook -----------------------------------------------------------------------
 
+    def fill_sql(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        """Contract 1: a missing team is the virtual key's, a missing customer the team's
+        (never overwriting what the event says), in place on ``table``."""
+        vk_team = {vk: team for vk, (_, team) in self.h.virtual_keys.items() if team}
+        team_customer = {team: cust for team, (_, cust) in self.h.teams.items() if cust}
+        if vk_team:
+            con.register("hier_vk", pa.table({"vk": list(vk_team), "team": list(vk_team.values())}))
+            con.execute(f"UPDATE {table} SET team = m.team FROM hier_vk m "
+                        f"WHERE {table}.team IS NULL AND {table}.virtual_key = m.vk")  # fmt: skip
+            con.unregister("hier_vk")
+        if team_customer:
+            con.register("hier_team", pa.table({"t": list(team_customer), "customer": list(team_customer.values())}))
+            con.execute(f"UPDATE {table} SET customer = m.customer FROM hier_team m "
+                        f"WHERE {table}.customer IS NULL AND {table}.team = m.t")  # fmt: skip
+            con.unregister("hier_team")
+
     @staticmethod
     def schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("CREATE TABLE IF NOT EXISTS budget_usage (budget_id VARCHAR, period_start TIMESTAMPTZ, "
@@ -184,6 +200,7 @@ class BudgetUsage:
                                               ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
                 [paths],
             )
+            self.fill_sql(con, "budget_raw")
             self.add(con, "budget_raw")
             con.execute("INSERT OR IGNORE INTO dirty_days SELECT unnest(?::DATE[])", [stale])
             con.execute("COMMIT")
@@ -268,7 +285,7 @@ def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[tuple[s
     """USD per hour over the last BURN_WINDOW, per (owner type, owner id), from minute rollups."""
     since = at - BURN_WINDOW
     try:
-        covered = con.execute("SELECT min(bucket) FROM rollup_minute").fetchone()[0]  # type: ignore[index]
+        covered = con.execute("SELECT min(bucket) FROM rollup_minute").fetchall()[0][0]  # type: ignore[index]
     except duckdb.Error:
         return {}
     if covered is None or covered > since:

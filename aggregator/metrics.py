@@ -179,7 +179,7 @@ class SpendCollector(Collector):
         landed, dead = con.execute(
             "SELECT (SELECT coalesce(sum(requests), 0) FROM rollup_labels), "
             "(SELECT coalesce(sum(rows), 0) FROM dead_letter_files)"
-        ).fetchone()  # type: ignore[misc]
+        ).fetchall()[0]  # type: ignore[misc]
         events = CounterMetricFamily("spendlake_events", "Events that reached the lake, by result", labels=["result"])
         events.add_metric(["landed"], float(landed))
         events.add_metric(["dead_letter"], float(dead))

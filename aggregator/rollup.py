@@ -51,14 +51,34 @@ DIMS = ("virtual_key", "team", "customer", "provider", "model", "status")
 LABEL_DIMS = ("provider", "model", "team", "customer", "status")
 VK_DIMS = ("virtual_key", "team", "customer")
 # Tables by day and a set of labels (no time bucket); published like the grains.
-BY_DAY = {"labels": LABEL_DIMS, "virtual_keys": VK_DIMS}
+
+
+@dataclass(frozen=True)
+class Table:
+    """One rollup table: ``rollup_<name>`` keyed by (day, [bucket,] dims)."""
+
+    name: str
+    dims: tuple[str, ...]
+    unit: str | None = None  # date_trunc unit of the time bucket; None = per day only
+    histogram: bool = False  # request-cost histogram columns
+    where: str = "true"
+
+
+TABLES = (
+    Table("minute", DIMS, "minute"),
+    Table("hourly", DIMS, "hour"),
+    Table("daily", DIMS, "day"),
+    Table("labels", LABEL_DIMS, histogram=True),
+    Table("labels_hourly", LABEL_DIMS, "hour"),
+    Table("virtual_keys", VK_DIMS, where="virtual_key IS NOT NULL"),
+)
+NAMES = tuple(t.name for t in TABLES)
 TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
           "cache_write_1h_tokens", "reasoning_tokens")  # fmt: skip
 COSTS = ("cost_usd", "cost_input_usd", "cost_cached_input_usd", "cost_cache_write_usd",
          "cost_output_usd", "cost_reasoning_usd", "reported_cost_usd")  # fmt: skip
 # Upper bounds (USD) of the request-cost histogram; +Inf is `requests`.
 COST_BUCKETS = (0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 100.0)
-GRAINS = {"minute": "minute", "hourly": "hour", "daily": "day"}
 
 
 def bucket_column(bound: float) -> str:
@@ -145,6 +165,9 @@ class Rollup:
     def __init__(self, lake: str | os.PathLike[str], *, minute_retention_days: int = 3,
                  budget_hook: Any = None) -> None:  # fmt: skip
         self.root = Path(lake)
+        # team and customer filled from the budget hierarchy (events ingested before the config
+        # knew a key); None without a hierarchy
+        self.fill = budget_hook.fill_sql if budget_hook is not None else None
         self.minute_retention_days = minute_retention_days
         self.budget_hook = budget_hook  # aggregator.budgets.BudgetUsage or None
         (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
@@ -183,14 +206,11 @@ class Rollup:
             f"{m} {'BIGINT' if m in ('requests', 'unpriced', 'latency_count') or m in TOKENS else 'DOUBLE'}"
             for m in MEASURES
         )
-        dims = ", ".join(f"{d} VARCHAR" for d in DIMS)
-        for name in GRAINS:
-            c.execute(f"CREATE TABLE IF NOT EXISTS rollup_{name} (day DATE, bucket TIMESTAMPTZ, {dims}, {measure_cols})")
-        ldims = ", ".join(f"{d} VARCHAR" for d in LABEL_DIMS)
         hist = ", ".join(f"{bucket_column(b)} BIGINT" for b in COST_BUCKETS)
-        c.execute(f"CREATE TABLE IF NOT EXISTS rollup_labels (day DATE, {ldims}, {measure_cols}, {hist})")
-        vdims = ", ".join(f"{d} VARCHAR" for d in VK_DIMS)
-        c.execute(f"CREATE TABLE IF NOT EXISTS rollup_virtual_keys (day DATE, {vdims}, {measure_cols})")
+        for t in TABLES:
+            cols = ["day DATE", *(["bucket TIMESTAMPTZ"] if t.unit else []), *(f"{d} VARCHAR" for d in t.dims),
+                    measure_cols, *([hist] if t.histogram else [])]  # fmt: skip
+            c.execute(f"CREATE TABLE IF NOT EXISTS rollup_{t.name} ({', '.join(cols)})")
 
     # --- update ------------------------------------------------------------------------------
 
@@ -209,19 +229,29 @@ class Rollup:
             # the whole date again, from every file it has now
             new = [f for f in new if f.day not in recompute] + [f for f in files if f.day in recompute]
         stats.files_new = len(new) - sum(1 for f in new if f.day in recompute)
-        if new or recompute or self._new_dead_letters():
+        # One transaction per event date (a first rollup of a big lake stays within memory, and
+        # each committed date is done for good); the dates to recompute first.
+        by_day: dict[date, list[LakeFile]] = {}
+        for f in new:
+            by_day.setdefault(f.day, []).append(f)
+        for day in sorted(by_day, key=lambda d: (d not in recompute, d)):
             self.con.execute("BEGIN TRANSACTION")
             try:
-                if recompute:
-                    self._forget_days(recompute)
-                if new:
-                    self._add(new, stats)
-                self._count_dead_letters()
-                self._expire_minutes()
+                if day in recompute:
+                    self._forget_days([day])
+                self._add(by_day[day], stats)
                 self.con.execute("COMMIT")
             except BaseException:
                 self.con.execute("ROLLBACK")
                 raise
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self._count_dead_letters()
+            self._expire_minutes()
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
         if self.budget_hook is not None:
             self.budget_hook.ensure(self.con, self.root)
         stats.days_published = self.publish()
@@ -231,7 +261,7 @@ class Rollup:
     def _forget_days(self, days: list[date]) -> None:
         c = self.con
         c.execute("CREATE OR REPLACE TEMP TABLE forget AS SELECT unnest(?::DATE[]) AS day", [days])
-        for table in ("files", "seen", *(f"rollup_{g}" for g in (*GRAINS, *BY_DAY))):
+        for table in ("files", "seen", *(f"rollup_{n}" for n in NAMES)):
             c.execute(f"DELETE FROM {table} WHERE day IN (SELECT day FROM forget)")
         if self.budget_hook is not None:
             self.budget_hook.forget_days(c, days)
@@ -248,7 +278,9 @@ class Rollup:
                 FROM read_parquet(?, union_by_name = true)""",
             [paths],
         )
-        stats.rows_read = c.execute("SELECT count(*) FROM batch").fetchone()[0]  # type: ignore[index]
+        stats.rows_read += c.execute("SELECT count(*) FROM batch").fetchall()[0][0]  # type: ignore[index]
+        if self.fill is not None:
+            self.fill(c, "batch")
         c.execute(
             """CREATE OR REPLACE TEMP TABLE fresh AS
                SELECT * FROM batch b
@@ -257,27 +289,18 @@ class Rollup:
                QUALIFY row_number() OVER (PARTITION BY day, h
                                           ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1"""
         )
-        stats.events_added = c.execute("SELECT count(*) FROM fresh").fetchone()[0]  # type: ignore[index]
+        added = c.execute("SELECT count(*) FROM fresh").fetchall()[0][0]  # type: ignore[index]
+        stats.events_added += added
         stats.duplicates = stats.rows_read - stats.events_added
         c.execute("INSERT INTO seen SELECT day, h FROM fresh")
         c.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM fresh")
-        dims = ", ".join(DIMS)
-        for grain, unit in GRAINS.items():
-            c.execute(
-                f"""CREATE OR REPLACE TEMP TABLE delta AS
-                    SELECT day, date_trunc('{unit}', "timestamp") AS bucket, {dims}, {_measures_sql()}
-                    FROM fresh GROUP BY ALL"""
-            )
-            self._merge(f"rollup_{grain}", ("day", "bucket", *DIMS))
-        ldims = ", ".join(LABEL_DIMS)
         hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
-        c.execute(
-            f"CREATE OR REPLACE TEMP TABLE delta AS SELECT day, {ldims}, {_measures_sql()}, {hist} FROM fresh GROUP BY ALL"
-        )
-        self._merge("rollup_labels", ("day", *LABEL_DIMS), extra=tuple(bucket_column(b) for b in COST_BUCKETS))
-        c.execute(f"CREATE OR REPLACE TEMP TABLE delta AS SELECT day, {', '.join(VK_DIMS)}, {_measures_sql()} "
-                  "FROM fresh WHERE virtual_key IS NOT NULL GROUP BY ALL")  # fmt: skip
-        self._merge("rollup_virtual_keys", ("day", *VK_DIMS))
+        for t in TABLES:
+            bucket = [f"date_trunc('{t.unit}', \"timestamp\") AS bucket"] if t.unit else []
+            select = ", ".join(["day", *bucket, *t.dims, _measures_sql(), *([hist] if t.histogram else [])])
+            c.execute(f"CREATE OR REPLACE TEMP TABLE delta AS SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
+            keys = ("day", *(["bucket"] if t.unit else []), *t.dims)
+            self._merge(f"rollup_{t.name}", keys, extra=tuple(bucket_column(b) for b in COST_BUCKETS) if t.histogram else ())
         if self.budget_hook is not None:
             self.budget_hook.add(c, "fresh")
         now = datetime.now(UTC)
@@ -297,7 +320,7 @@ class Rollup:
         known = {p for (p,) in self.con.execute("SELECT path FROM dead_letter_files").fetchall()}
         for f in lake_files(self.root, "dead_letter"):
             if f.path not in known:
-                n = self.con.execute("SELECT count(*) FROM read_parquet(?)", [str(self.root / f.path)]).fetchone()[0]  # type: ignore[index]
+                n = self.con.execute("SELECT count(*) FROM read_parquet(?)", [str(self.root / f.path)]).fetchall()[0][0]  # type: ignore[index]
                 self.con.execute("INSERT INTO dead_letter_files VALUES (?, ?, ?)", [f.path, f.day, n])
 
     def _merge(self, table: str, keys: Sequence[str], extra: Sequence[str] = ()) -> None:
@@ -328,12 +351,12 @@ class Rollup:
         out = self.root / PUBLISH_DIR
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
         for day in days:
-            for name in (*GRAINS, *BY_DAY):
+            for name in NAMES:
                 target = out / name / f"date={day.isoformat()}" / "rollup.parquet"
                 if name == "minute" and day < horizon:
                     target.unlink(missing_ok=True)
                     continue
-                n = self.con.execute(f"SELECT count(*) FROM rollup_{name} WHERE day = ?", [day]).fetchone()[0]  # type: ignore[index]
+                n = self.con.execute(f"SELECT count(*) FROM rollup_{name} WHERE day = ?", [day]).fetchall()[0][0]  # type: ignore[index]
                 if not n:
                     target.unlink(missing_ok=True)
                     continue
@@ -363,7 +386,7 @@ class Rollup:
         return [d.isoformat() for d in days]
 
     def _write_status(self, out: Path) -> None:
-        events, files = self.con.execute("SELECT (SELECT count(*) FROM seen), (SELECT count(*) FROM files)").fetchone()  # type: ignore[misc]
+        events, files = self.con.execute("SELECT (SELECT count(*) FROM seen), (SELECT count(*) FROM files)").fetchall()[0]  # type: ignore[misc]
         status = {"updated_at": datetime.now(UTC).isoformat(timespec="milliseconds"), "events": events, "files": files}
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".status-{uuid.uuid4().hex[:8]}.tmp"
@@ -380,7 +403,7 @@ def published_views(con: duckdb.DuckDBPyConnection, lake: str | os.PathLike[str]
     over it return no rows rather than failing."""
     root = Path(lake)
     made = []
-    for name in (*GRAINS, *BY_DAY):
+    for name in NAMES:
         files = root / PUBLISH_DIR / name
         if any(files.glob("date=*/rollup.parquet")):
             pattern = sql_string(f"{files}/date=*/rollup.parquet")

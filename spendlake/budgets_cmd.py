@@ -99,6 +99,7 @@ def _usage_from_raw(con: duckdb.DuckDBPyConnection, lake: Path, hook: BudgetUsag
                                       ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
         [files],
     )
+    hook.fill_sql(con, "budget_raw")
     hook.add(con, "budget_raw")
 
 

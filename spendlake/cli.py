@@ -147,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("kafka").setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
         if args.verb == "ingest":
             return cmd_ingest(args)

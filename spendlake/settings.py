@@ -146,7 +146,7 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
                 known = ", ".join(k for s, k in SCALARS if s == section)
                 problems.append(f"[{section}] {key}: unknown key (known: {known})")
     problems += check(values)
-    hierarchy, bad = parse_hierarchy(raw)
+    hierarchy, bad = parse_hierarchy(raw, timezone=values.get(("lake", "timezone")))
     problems += bad
     alerts = raw.get("alerts")
     interval = alerts.get("evaluation_interval", "5s") if isinstance(alerts, dict) else "5s"

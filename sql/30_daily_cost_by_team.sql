@@ -14,6 +14,6 @@ SELECT
     sum(cache_write_tokens)::BIGINT             AS cache_write_tokens,
     sum(reasoning_tokens)::BIGINT               AS reasoning_tokens,
     sum(input_tokens + output_tokens)::BIGINT   AS total_tokens
-FROM rollup_daily
+FROM rollup_labels
 GROUP BY day, team
 ORDER BY day, cost_usd DESC, team;

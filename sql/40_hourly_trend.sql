@@ -12,6 +12,6 @@ SELECT
     sum(output_tokens)::BIGINT                              AS output_tokens,
     sum(input_tokens + output_tokens)::BIGINT               AS total_tokens,
     sum(latency_ms_sum) / nullif(sum(latency_count), 0)     AS avg_latency_ms
-FROM rollup_hourly
+FROM rollup_labels_hourly
 GROUP BY bucket
 ORDER BY hour;

@@ -1,5 +1,5 @@
 -- model_efficiency: what each provider/model costs per request and per 1,000 tokens, over
--- everything the daily rollup holds (add WHERE day >= ... on rollup_daily yourself for a window).
+-- everything the daily rollup holds (add WHERE day >= ... on rollup_labels yourself for a window).
 --
 -- total_tokens = input + output (input already includes cached tokens, output reasoning tokens).
 -- cost_per_request divides by the priced requests only (requests - unpriced): an unpriced
@@ -20,6 +20,6 @@ SELECT
          / nullif(sum(input_tokens + output_tokens) FILTER (WHERE unpriced = 0), 0)
                                                                         AS cost_per_1k_tokens,
     sum(latency_ms_sum) / nullif(sum(latency_count), 0)                 AS avg_latency_ms
-FROM rollup_daily
+FROM rollup_labels
 GROUP BY provider, model
 ORDER BY cost_usd DESC, provider, model;

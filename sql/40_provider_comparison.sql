@@ -18,6 +18,6 @@ SELECT
     sum(latency_ms_sum) / nullif(sum(latency_count), 0)                 AS avg_latency_ms,
     coalesce(sum(requests) FILTER (WHERE status = 'error'), 0) / sum(requests)
                                                                         AS error_rate
-FROM rollup_daily
+FROM rollup_labels
 GROUP BY provider
 ORDER BY cost_usd DESC, provider;

@@ -13,7 +13,7 @@ FROM (
         sum(cache_write_tokens)::BIGINT     AS cache_write,
         sum(cache_write_1h_tokens)::BIGINT  AS cache_write_1h,
         sum(reasoning_tokens)::BIGINT       AS reasoning
-    FROM rollup_daily
+    FROM rollup_labels
     GROUP BY day
 ) UNPIVOT (tokens FOR token_type IN ("input", "output", cached_input, cache_write, cache_write_1h, reasoning))
 ORDER BY day, list_position(['input', 'output', 'cached_input', 'cache_write', 'cache_write_1h', 'reasoning'], token_type);
