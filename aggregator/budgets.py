@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -37,6 +38,7 @@ from aggregator.rollup import sql_string
 
 OWNER_COLUMN = {"customer": "customer", "team": "team", "virtual_key": "virtual_key"}
 BURN_WINDOW = timedelta(hours=1)
+EXHAUSTION_HORIZON_H = 24 * 366 * 100  # further than a century at this rate: "not in sight" (None)
 
 
 @dataclass
@@ -177,7 +179,7 @@ class BudgetUsage:
         if not self.h.budgets:
             return 0
         at = at or datetime.now(UTC)
-        first = min(b.period.start(at) for b in self.h.budgets).astimezone(UTC).date()
+        first = min(p.start(at) for p in {b.period for b in self.h.budgets}).astimezone(UTC).date()
         stale = [
             d for (d,) in con.execute(
                 """SELECT DISTINCT f.day FROM files f LEFT JOIN budget_days b ON b.day = f.day
@@ -220,64 +222,104 @@ class BudgetUsage:
                       FROM budget_usage GROUP BY ALL ORDER BY ALL) TO {sql_string(tmp)} (FORMAT parquet)"""
         )
         os.replace(tmp, out / "budget_usage.parquet")
-        statuses = status(con, self.h)
-        table = status_table(statuses)
+        table = status_table(con, self.h)
         tmp2 = out / f".budgets-{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(table, tmp2)
         os.replace(tmp2, out / "budgets.parquet")
 
 
-def status(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datetime | None = None) -> list[BudgetStatus]:
-    """Every budget's status at ``at`` (default now). ``con`` has ``budget_usage`` (per
-    period) and ``rollup_minute`` / ``rollup_hourly`` tables or views."""
+class _Static:
+    """Per-hierarchy arrays that do not change between evaluations."""
+
+    def __init__(self, hierarchy: Hierarchy) -> None:
+        budgets = hierarchy.budgets
+        self.periods = list(dict.fromkeys(b.period for b in budgets))
+        index = {p: i for i, p in enumerate(self.periods)}
+        self.period_of = np.array([index[b.period] for b in budgets], dtype=np.int64)
+        self.limit = np.array([b.max_limit for b in budgets], dtype=np.float64)
+        self.ids = pa.array([b.id for b in budgets], pa.string())
+        self.columns = {
+            "type": pa.array([b.owner_type for b in budgets], pa.string()),
+            "id": pa.array([b.owner_id for b in budgets], pa.string()),
+            "name": pa.array([b.owner_name for b in budgets], pa.string()),
+            "budget_id": self.ids,
+            "max_limit": pa.array(self.limit),
+            "reset_duration": pa.array([b.reset_duration for b in budgets], pa.string()),
+        }
+        self.owner_keys = [(b.owner_type, b.owner_id) for b in budgets]
+
+
+_STATIC: dict[int, tuple[Hierarchy, _Static]] = {}
+
+
+def _static(hierarchy: Hierarchy) -> _Static:
+    hit = _STATIC.get(id(hierarchy))
+    if hit is None or hit[0] is not hierarchy:
+        hit = (hierarchy, _Static(hierarchy))
+        _STATIC[id(hierarchy)] = hit
+    return hit[1]
+
+
+def status_table(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datetime | None = None) -> pa.Table:
+    """Every budget's status at ``at`` (default now), as one Arrow table (STATUS_SCHEMA), in
+    the hierarchy's budget order. ``con`` has ``budget_usage`` (per period) and
+    ``rollup_minute``. Vectorised: one period computation per distinct period, one join for
+    the usage, one grouped query per owner type for the burn rate."""
     at = (at or datetime.now(UTC)).astimezone(UTC)
-    budgets = hierarchy.budgets
-    if not budgets:
-        return []
-    # one period computation per distinct period (thousands of budgets share a handful)
-    per_period: dict[Any, tuple[datetime, datetime]] = {}
-    for b in budgets:
-        if b.period not in per_period:
-            per_period[b.period] = (b.period.start(at), b.period.end(at))
-    windows = [per_period[b.period] for b in budgets]
-    wanted = pa.table({
-        "budget_id": pa.array([b.id for b in budgets], pa.string()),
-        "period_start": pa.array([s for s, _ in windows], pa.timestamp("ms", "UTC")),
-    })  # fmt: skip
+    if not hierarchy.budgets:
+        return STATUS_SCHEMA.empty_table()
+    st = _static(hierarchy)
+    bounds = np.array([[_ms(p.start(at)), _ms(p.end(at))] for p in st.periods], dtype=np.int64)
+    start_ms, end_ms = bounds[st.period_of, 0], bounds[st.period_of, 1]
+    wanted = pa.table({"i": pa.array(np.arange(len(start_ms))), "budget_id": st.ids,
+                       "period_start": pa.array(start_ms, pa.timestamp("ms", "UTC"))})  # fmt: skip
     con.register("budget_wanted", wanted)
     try:
-        usage = {
-            bid: (u, n) for bid, u, n in con.execute(
-                """SELECT w.budget_id, coalesce(sum(u.usage), 0), coalesce(sum(u.requests), 0)
-                   FROM budget_wanted w LEFT JOIN budget_usage u
-                     ON u.budget_id = w.budget_id AND u.period_start = w.period_start
-                   GROUP BY ALL"""
-            ).fetchall()
-        }  # fmt: skip
+        got = con.sql(
+            """SELECT w.i, coalesce(sum(u.usage), 0)::DOUBLE AS usage, coalesce(sum(u.requests), 0)::BIGINT AS n
+               FROM budget_wanted w LEFT JOIN budget_usage u
+                 ON u.budget_id = w.budget_id AND u.period_start = w.period_start
+               GROUP BY w.i ORDER BY w.i"""
+        ).to_arrow_table()
     finally:
         con.unregister("budget_wanted")
+    used = got.column("usage").to_numpy()
+    requests = got.column("n").to_numpy()
     burn = _burn_by_owner(con, at)
+    rate = np.array([burn.get(k, np.nan) for k in st.owner_keys], dtype=np.float64)
+    at_ms = _ms(at)
+    hours_in = np.maximum((at_ms - start_ms) / 3.6e6, 1e-9)
+    young = hours_in < BURN_WINDOW.total_seconds() / 3600
+    average = np.where(hours_in >= 1 / 60, used / hours_in, 0.0)
+    # no minute rollups for the last hour, or a period younger than that hour: the period's average
+    use_average = np.isnan(rate) | young
+    rate = np.where(use_average, np.where(hours_in >= 1 / 60, average, np.nan_to_num(rate)), rate)
+    remaining = st.limit - used
+    with np.errstate(divide="ignore", invalid="ignore"):
+        hours_left = np.where(rate > 0, remaining / rate, np.inf)
+    exhaust = np.where(remaining <= 0, at_ms, at_ms + np.minimum(hours_left, EXHAUSTION_HORIZON_H) * 3.6e6)
+    never = (remaining > 0) & ~(hours_left < EXHAUSTION_HORIZON_H)
+    return pa.table({
+        **st.columns,
+        "current_usage": pa.array(np.round(used, 10)),
+        "remaining": pa.array(np.round(remaining, 10)),
+        "utilization": pa.array(used / st.limit),
+        "period_start": pa.array(start_ms, pa.timestamp("ms", "UTC")),
+        "reset_at": pa.array(end_ms, pa.timestamp("ms", "UTC")),
+        "burn_rate_usd_per_hour": pa.array(rate),
+        "projected_exhaustion_at": pa.array(exhaust.astype(np.int64), pa.timestamp("ms", "UTC"), mask=never),
+        "requests": pa.array(requests.astype(np.int64)),
+    }, schema=STATUS_SCHEMA)  # fmt: skip
+
+
+def status(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datetime | None = None) -> list[BudgetStatus]:
+    """``status_table`` as BudgetStatus records (RFC 3339 times), for the command line."""
+    table = status_table(con, hierarchy, at)
     out = []
-    for b, (start, end) in zip(budgets, windows):
-        used, n = usage.get(b.id, (0.0, 0))
-        used = float(used)
-        hours_in = max((at - start).total_seconds() / 3600, 1e-9)
-        rate = burn.get((b.owner_type, b.owner_id))
-        if rate is None or hours_in < BURN_WINDOW.total_seconds() / 3600:
-            rate = used / hours_in if hours_in >= 1 / 60 else (rate or 0.0)
-        remaining = b.max_limit - used
-        if remaining <= 0:
-            exhaustion: str | None = _rfc3339(at)
-        elif rate > 0:
-            exhaustion = _rfc3339(at + timedelta(hours=remaining / rate))
-        else:
-            exhaustion = None
-        out.append(BudgetStatus(
-            type=b.owner_type, id=b.owner_id, name=b.owner_name, budget_id=b.id, max_limit=b.max_limit,
-            reset_duration=b.reset_duration, current_usage=round(used, 10), remaining=round(remaining, 10),
-            utilization=used / b.max_limit, period_start=_rfc3339(start), reset_at=_rfc3339(end),
-            burn_rate_usd_per_hour=rate, projected_exhaustion_at=exhaustion, requests=int(n),
-        ))  # fmt: skip
+    for row in table.to_pylist():
+        for k in ("period_start", "reset_at", "projected_exhaustion_at"):
+            row[k] = None if row[k] is None else _rfc3339(row[k])
+        out.append(BudgetStatus(**row))
     return out
 
 
@@ -308,14 +350,3 @@ STATUS_SCHEMA = pa.schema([
     ("reset_at", pa.timestamp("ms", "UTC")), ("burn_rate_usd_per_hour", pa.float64()),
     ("projected_exhaustion_at", pa.timestamp("ms", "UTC")), ("requests", pa.int64()),
 ])  # fmt: skip
-
-
-def status_table(statuses: list[BudgetStatus]) -> pa.Table:
-    def ts(text: str | None) -> datetime | None:
-        return None if text is None else datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-    rows = [asdict(s) for s in statuses]
-    for r in rows:
-        for k in ("period_start", "reset_at", "projected_exhaustion_at"):
-            r[k] = ts(r[k])
-    return pa.Table.from_pylist(rows, schema=STATUS_SCHEMA)

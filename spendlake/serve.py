@@ -22,11 +22,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
-from prometheus_client import CollectorRegistry, start_http_server
 
 from aggregator.budgets import BudgetUsage
 from aggregator.hierarchy import Hierarchy
-from aggregator.metrics import Health, SpendCollector
+from aggregator.metrics import Exporter, Health, serve_metrics
 from aggregator.rollup import Rollup
 
 log = logging.getLogger("spendlake.serve")
@@ -51,13 +50,10 @@ class Service:
     def start(self) -> None:
         self.rollup = Rollup(self.lake, budget_hook=BudgetUsage(self.hierarchy))
         self.roll()  # catch up before serving numbers
-        registry = CollectorRegistry()
         state = self.rollup
-        registry.register(
-            SpendCollector(lambda: state.con.cursor(), self.hierarchy, self.health, self.top_virtual_keys)
-        )
+        exporter = Exporter(lambda: state.con.cursor(), self.hierarchy, self.health, self.top_virtual_keys)
         host, port = self.listen
-        server, _ = start_http_server(port, addr=host, registry=registry)
+        server = serve_metrics(exporter, host, port)
         self.metrics_port = server.server_address[1]
         self._server = server
         log.info("serving /metrics on http://%s:%d/metrics", host, self.metrics_port)
