@@ -162,7 +162,8 @@ def measure(root: Path, n: int) -> dict[str, float]:
         exporter = Exporter(lambda: r.con.cursor(), hierarchy)
         scraped = exporter.render()
         out["/metrics scrape"] = timed(exporter.render)
-        print(f"  /metrics: {len(scraped):,} bytes, {scraped.count(b'\n'):,} lines")
+        lines = scraped.count(b"\n")
+        print(f"  /metrics: {len(scraped):,} bytes, {lines:,} lines")
     con = query.connect(lake)
     for name, sql in DASHBOARD.items():
         out[f"dashboard: {name}"] = timed(lambda sql=sql: query.run(con, sql))
