@@ -172,6 +172,23 @@ class BudgetUsage:
             "requests": pa.array(out["requests"], pa.int64()),
         })  # fmt: skip
 
+    def add_raw(self, con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+        """Add the usage of raw lake files, deduplicated as the rollups deduplicate (an event is
+        an event_id on its UTC date; the earliest ingested copy counts)."""
+        self.schema(con)
+        if not paths:
+            return
+        con.execute(
+            """CREATE OR REPLACE TEMP TABLE budget_raw AS
+               SELECT "timestamp"::DATE AS day, "timestamp", virtual_key, team, customer, cost_usd
+               FROM read_parquet(?, union_by_name = true)
+               QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
+                                          ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
+            [paths],
+        )
+        self.fill_sql(con, "budget_raw")
+        self.add(con, "budget_raw")
+
     def ensure(self, con: duckdb.DuckDBPyConnection, lake: Path, at: datetime | None = None) -> int:
         """Recompute usage for the dates the budgets' current periods cover that were computed
         for other budgets (or none). Returns how many dates were recomputed."""
@@ -194,16 +211,7 @@ class BudgetUsage:
         con.execute("BEGIN TRANSACTION")
         try:
             self.forget_days(con, stale)
-            con.execute(
-                """CREATE OR REPLACE TEMP TABLE budget_raw AS
-                   SELECT "timestamp"::DATE AS day, "timestamp", virtual_key, team, customer, cost_usd
-                   FROM read_parquet(?, union_by_name = true)
-                   QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
-                                              ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
-                [paths],
-            )
-            self.fill_sql(con, "budget_raw")
-            self.add(con, "budget_raw")
+            self.add_raw(con, paths)
             con.execute("INSERT OR IGNORE INTO dirty_days SELECT unnest(?::DATE[])", [stale])
             con.execute("COMMIT")
         except BaseException:

@@ -85,22 +85,10 @@ def _fingerprint(path: Path) -> str | None:
 
 
 def _usage_from_raw(con: duckdb.DuckDBPyConnection, lake: Path, hook: BudgetUsage, at: datetime) -> None:
-    first = min(b.period.start(at) for b in hook.h.budgets).astimezone(UTC).date()
+    first = min(p.start(at) for p in {b.period for b in hook.h.budgets}).astimezone(UTC).date()
     files = [str(p) for d in sorted((lake / "events").glob("date=*")) if d.name[5:] >= first.isoformat()
              for p in d.glob("*.parquet")]  # fmt: skip
-    BudgetUsage.schema(con)
-    if not files:
-        return
-    con.execute(
-        """CREATE TEMP TABLE budget_raw AS
-           SELECT "timestamp"::DATE AS day, "timestamp", virtual_key, team, customer, cost_usd
-           FROM read_parquet(?, union_by_name = true)
-           QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
-                                      ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1""",
-        [files],
-    )
-    hook.fill_sql(con, "budget_raw")
-    hook.add(con, "budget_raw")
+    hook.add_raw(con, files)
 
 
 def render(statuses: list[BudgetStatus], at: datetime) -> str:

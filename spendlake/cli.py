@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.lake import Lake
-    from ingest.pipeline import BatchLimits, Pipeline
+    from ingest.pipeline import Pipeline
     cfg = settings_mod.load(args.config).with_overrides(
         {
             ("kafka", "bootstrap_servers"): args.bootstrap_servers,
@@ -215,9 +215,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     if problems:
         raise settings_mod.ConfigError(problems, "command line")
     catalog, policy, overrides = _pricing(cfg)
-    limits = BatchLimits(
-        cfg.get("ingest", "batch_max_records"), cfg.get("ingest", "batch_max_bytes"), cfg.get("ingest", "batch_max_age")
-    )
+    limits = _limits(cfg)
     lake = Lake(cfg.get("lake", "path"))
     # Buffers hold ~10^5 live tuples; CPython's generational GC would rescan them thousands of
     # times per batch (half the decode cost, measured). Nothing on this path makes cycles that
@@ -236,14 +234,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         _summary(pipeline, f"{new:,} new lines read")
         return EXIT_OK
 
-    from ingest.consumer import KafkaIngestor, KafkaSettings
+    from ingest.consumer import KafkaIngestor
 
-    ks = KafkaSettings(
-        bootstrap_servers=cfg.get("kafka", "bootstrap_servers"),
-        topic=cfg.get("kafka", "topic"),
-        group_id=cfg.get("kafka", "group_id"),
-        security=cfg.kafka_security(),
-    )
+    ks = _kafka_settings(cfg)
     try:
         consumer = ks.consumer()
     except Exception as exc:  # kafka-python raises NoBrokersAvailable and friends
@@ -257,6 +250,25 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         sys.stderr.write(f"spendlake: the group {ks.group_id} never assigned a partition of {ks.topic} to this consumer\n")
         return EXIT_FAILURE
     return EXIT_OK
+
+
+def _limits(cfg: settings_mod.Settings) -> Any:
+    from ingest.pipeline import BatchLimits
+
+    return BatchLimits(
+        cfg.get("ingest", "batch_max_records"), cfg.get("ingest", "batch_max_bytes"), cfg.get("ingest", "batch_max_age")
+    )
+
+
+def _kafka_settings(cfg: settings_mod.Settings) -> Any:
+    from ingest.consumer import KafkaSettings
+
+    return KafkaSettings(
+        bootstrap_servers=cfg.get("kafka", "bootstrap_servers"),
+        topic=cfg.get("kafka", "topic"),
+        group_id=cfg.get("kafka", "group_id"),
+        security=cfg.kafka_security(),
+    )
 
 
 def _date(text: str) -> date:
@@ -341,9 +353,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from ingest.consumer import KafkaIngestor, KafkaSettings
+    from ingest.consumer import KafkaIngestor
     from ingest.lake import Lake
-    from ingest.pipeline import BatchLimits, Pipeline
+    from ingest.pipeline import Pipeline
     from spendlake.serve import Service
 
     cfg = settings_mod.load(args.config).with_overrides(
@@ -368,17 +380,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     lake_path = cfg.get("lake", "path")
     service = Service(lake_path, hierarchy, (host, int(port)), interval_s=cfg.evaluation_interval_s,
                       top_virtual_keys=cfg.get("metrics", "top_virtual_keys"))  # fmt: skip
-    limits = BatchLimits(
-        cfg.get("ingest", "batch_max_records"), cfg.get("ingest", "batch_max_bytes"), cfg.get("ingest", "batch_max_age")
-    )
+    limits = _limits(cfg)
     pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
                         enrich=hierarchy.fill, on_written=service.after_flush)  # fmt: skip
-    ks = KafkaSettings(
-        bootstrap_servers=cfg.get("kafka", "bootstrap_servers"),
-        topic=cfg.get("kafka", "topic"),
-        group_id=cfg.get("kafka", "group_id"),
-        security=cfg.kafka_security(),
-    )
+    ks = _kafka_settings(cfg)
     try:
         consumer = ks.consumer()
     except Exception as exc:
