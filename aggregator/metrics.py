@@ -6,8 +6,9 @@ counter reset, which ``rate()`` and ``increase()`` already handle. A scrape read
 per-day tables (``rollup_labels``, ``rollup_virtual_keys``), the budget usage and the last hour of
 minute rollups, so its cost follows the number of label sets and budgets, not of events.
 
-Labels stay bounded: provider, model, team, customer, status, token_type, part; virtual keys only
-for keys that have a budget or are among the top N by spend.
+Labels stay bounded: cost and requests by provider, model, team, customer, status; tokens by
+provider, model, token_type; cost parts by provider, model, part; virtual keys only for keys that
+have a budget or are among the top N by spend.
 
 The text exposition format (0.0.4) is written here directly, a family at a time from whole
 columns: with 10,000 budgeted keys a scrape has ~100k samples, and prometheus-client's per-sample
@@ -48,8 +49,12 @@ BUDGET_GAUGES = (
     ("spendlake_budget_usage_usd", "Spend in the budget's current period (descendants included)", "current_usage"),
     ("spendlake_budget_limit_usd", "The budget's limit", "max_limit"),
     ("spendlake_budget_utilization_ratio", "usage / limit", "utilization"),
-    ("spendlake_budget_period_start_timestamp_seconds", "Start of the current period", "period_start"),
     ("spendlake_budget_reset_timestamp_seconds", "When the budget resets", "reset_at"),
+)  # fmt: skip
+# Also per budget, opt-in ([metrics] budget_details = true): with 10,000 budgeted keys they would
+# add 30,000 series a scrape that dashboards rarely need (`spendlake budgets` has them all).
+BUDGET_DETAILS = (
+    ("spendlake_budget_period_start_timestamp_seconds", "Start of the current period", "period_start"),
     ("spendlake_budget_burn_rate_usd_per_hour", "Spend per hour over the last hour", "burn_rate_usd_per_hour"),
     ("spendlake_budget_projected_exhaustion_timestamp_seconds",
      "When the limit is reached at the current burn rate (absent: not within a century)", "projected_exhaustion_at"),
@@ -96,8 +101,11 @@ class Exporter:
         hierarchy: Hierarchy | None = None,
         health: Health | None = None,
         top_virtual_keys: int = 20,
+        budget_details: bool = False,
     ) -> None:
         self.connect = connect  # a fresh cursor per scrape (scrapes run on the HTTP threads)
+        self.gauges = BUDGET_GAUGES + (BUDGET_DETAILS if budget_details else ())
+        self._labels: dict[tuple, str] = {}  # label sets seen before -> their rendered {…}
         self.hierarchy = hierarchy
         self.health = health
         self.top_virtual_keys = top_virtual_keys
@@ -106,6 +114,15 @@ class Exporter:
         names = ("budget_id", "owner_type", "owner_id", "owner_name", "reset_duration")
         self.budget_labels = [_labels(names, (b.id, b.owner_type, b.owner_id, b.owner_name, b.reset_duration))
                               for b in budgets]  # fmt: skip
+
+    def _label(self, names: Sequence[str], values: Sequence[object]) -> str:
+        key = (names, *values)
+        hit = self._labels.get(key)
+        if hit is None:
+            if len(self._labels) > 1_000_000:
+                self._labels.clear()
+            hit = self._labels[key] = _labels(names, values)
+        return hit
 
     def render(self) -> bytes:
         con = self.connect()
@@ -123,36 +140,34 @@ class Exporter:
 
     def _totals(self, con: duckdb.DuckDBPyConnection, out: list[str]) -> None:
         dims = ", ".join(LABEL_DIMS)
-        sums = ", ".join(f"sum({c})::DOUBLE" for c in (
-            "requests", "unpriced", "cost_usd", *TOKEN_TYPES.values(), *PARTS.values(),
-            *(bucket_column(b) for b in COST_BUCKETS),
-        ))  # fmt: skip
-        rows = con.execute(f"SELECT {dims}, {sums} FROM rollup_labels GROUP BY ALL ORDER BY ALL").fetchall()
-        lab = [_labels(LABEL_DIMS, r[:5]) for r in rows]
-        nt, np_ = len(TOKEN_TYPES), len(PARTS)
+        rows = con.execute(f"""SELECT {dims}, sum(requests)::DOUBLE, sum(unpriced)::DOUBLE, sum(cost_usd)::DOUBLE
+                               FROM rollup_labels GROUP BY ALL ORDER BY ALL""").fetchall()  # fmt: skip
+        lab = [self._label(LABEL_DIMS, r[:5]) for r in rows]
+        np_ = len(PARTS)
         _family(out, "spendlake_cost_usd_total", "counter", "Spend in USD, from the lake (each event once)",
-                (f"spendlake_cost_usd_total{l} {_num(r[7])}\n" for l, r in zip(lab, rows)))  # fmt: skip
+                (f"spendlake_cost_usd_total{l} {r[7]!r}\n" for l, r in zip(lab, rows)))  # fmt: skip
         _family(out, "spendlake_requests_total", "counter", "LLM requests, from the lake (each event once)",
-                (f"spendlake_requests_total{l} {_num(r[5])}\n" for l, r in zip(lab, rows)))  # fmt: skip
-        # tokens: summed over status, by token type
-        tok: dict[tuple, np.ndarray] = {}
-        pm: dict[tuple[str, str], np.ndarray] = {}
-        for r in rows:
-            key = tuple("" if v is None else v for v in r[:4])
-            tok[key] = tok.get(key, 0) + np.array(r[8 : 8 + nt])
-            acc = np.array([r[6], r[5] - r[6], r[7], *r[8 + nt :]], dtype=np.float64)
-            pm_key = (key[0], key[1])
-            pm[pm_key] = pm.get(pm_key, 0) + acc
-        tnames = ("provider", "model", "team", "customer", "token_type")
+                (f"spendlake_requests_total{l} {r[5]!r}\n" for l, r in zip(lab, rows)))  # fmt: skip
+        # tokens by (provider, model): six series per model (team-level token counts are one
+        # `spendlake query` away; per team they were 6 x teams x models series a scrape)
+        tsum = ", ".join(f"sum({c})::DOUBLE" for c in TOKEN_TYPES.values())
+        tok_rows = con.execute(f"SELECT provider, model, {tsum} FROM rollup_labels GROUP BY ALL ORDER BY ALL").fetchall()
+        tok = {tuple(r[:2]): r[2:] for r in tok_rows}
+        psum = ", ".join(f"sum({c})::DOUBLE" for c in (
+            "unpriced", "requests - unpriced", "cost_usd", *PARTS.values(), *(bucket_column(b) for b in COST_BUCKETS),
+        ))  # fmt: skip
+        pm = {(r[0], r[1]): r[2:] for r in con.execute(
+            f"SELECT provider, model, {psum} FROM rollup_labels GROUP BY ALL ORDER BY ALL").fetchall()}  # fmt: skip
+        tnames = ("provider", "model", "token_type")
         _family(out, "spendlake_tokens_total", "counter", "Tokens by type (input and output include their sub-kinds)",
-                (f"spendlake_tokens_total{_labels(tnames, (*k, t))} {_num(v)}\n"
+                (f"spendlake_tokens_total{self._label(tnames, (*k, t))} {v!r}\n"
                  for k, vals in tok.items() for t, v in zip(TOKEN_TYPES, vals)))  # fmt: skip
         pmn = ("provider", "model")
         _family(out, "spendlake_cost_part_usd_total", "counter", "Spend in USD by cost part",
-                (f"spendlake_cost_part_usd_total{_labels((*pmn, 'part'), (*k, part))} {_num(a[3 + i])}\n"
+                (f"spendlake_cost_part_usd_total{self._label((*pmn, 'part'), (*k, part))} {_num(a[3 + i])}\n"
                  for k, a in pm.items() for i, part in enumerate(PARTS)))  # fmt: skip
         _family(out, "spendlake_unpriced_requests_total", "counter", "Requests of models with no price (cost unknown)",
-                (f"spendlake_unpriced_requests_total{_labels(pmn, k)} {_num(a[0])}\n" for k, a in pm.items()))  # fmt: skip
+                (f"spendlake_unpriced_requests_total{self._label(pmn, k)} {_num(a[0])}\n" for k, a in pm.items()))  # fmt: skip
         hist: list[str] = []
         for k, a in pm.items():
             base = ",".join(f'{n}="{_esc(v)}"' for n, v in zip(pmn, k))
@@ -174,26 +189,27 @@ class Exporter:
         top = {vk for vk, _ in sorted(totals.items(), key=lambda kv: (-kv[1], kv[0]))[: self.top_virtual_keys]}
         keep = top | self.budgeted_keys
         names = ("virtual_key", "team", "customer")
-        kept = [(_labels(names, r[:3]), r) for r in rows if r[0] in keep]
+        kept = [(self._label(names, r[:3]), r) for r in rows if r[0] in keep]
         _family(out, "spendlake_virtual_key_cost_usd_total", "counter",
                 "Spend in USD per virtual key (keys with a budget, and the top N)",
-                (f"spendlake_virtual_key_cost_usd_total{l} {_num(r[3])}\n" for l, r in kept))  # fmt: skip
+                (f"spendlake_virtual_key_cost_usd_total{l} {r[3]!r}\n" for l, r in kept))  # fmt: skip
         _family(out, "spendlake_virtual_key_requests_total", "counter", "Requests per virtual key",
-                (f"spendlake_virtual_key_requests_total{l} {_num(r[4])}\n" for l, r in kept))  # fmt: skip
+                (f"spendlake_virtual_key_requests_total{l} {r[4]!r}\n" for l, r in kept))  # fmt: skip
 
     def _budgets(self, con: duckdb.DuckDBPyConnection, out: list[str]) -> None:
         if not self.budget_labels or self.hierarchy is None:
             return
         table = status_table(con, self.hierarchy, datetime.now(UTC))
-        for name, help_, column in BUDGET_GAUGES:
+        for name, help_, column in self.gauges:
             col = table.column(column)
             if pa.types.is_timestamp(col.type):
                 values = col.cast("int64").to_numpy(zero_copy_only=False)
                 valid = col.is_valid().to_numpy(zero_copy_only=False)
-                samples = [f"{name}{l} {_num(v / 1000)}\n" for l, v, ok in zip(self.budget_labels, values.tolist(),
-                                                                              valid.tolist()) if ok]  # fmt: skip
+                samples = [f"{name}{l} {v / 1000!r}\n" for l, v, ok in zip(self.budget_labels, values.tolist(),
+                                                                          valid.tolist()) if ok]  # fmt: skip
             else:
-                samples = [f"{name}{l} {_num(v)}\n" for l, v in zip(self.budget_labels, col.to_pylist())]
+                values = np.nan_to_num(col.to_numpy(zero_copy_only=False).astype(np.float64), nan=0.0)
+                samples = [f"{name}{l} {v!r}\n" for l, v in zip(self.budget_labels, values.tolist())]
             _family(out, name, "gauge", help_, samples)
 
     def _health(self, con: duckdb.DuckDBPyConnection, out: list[str]) -> None:

@@ -295,7 +295,10 @@ class Rollup:
         c.execute("INSERT INTO seen SELECT day, h FROM fresh")
         c.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM fresh")
         hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
+        horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
         for t in TABLES:
+            if t.name == "minute" and c.execute("SELECT max(day) FROM fresh").fetchall()[0][0] < horizon:
+                continue  # older than the minute rollups keep: nothing to add (a first rollup of history)
             bucket = [f"date_trunc('{t.unit}', \"timestamp\") AS bucket"] if t.unit else []
             select = ", ".join(["day", *bucket, *t.dims, _measures_sql(), *([hist] if t.histogram else [])])
             c.execute(f"CREATE OR REPLACE TEMP TABLE delta AS SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
@@ -363,7 +366,7 @@ class Rollup:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 tmp = target.parent / f".rollup-{uuid.uuid4().hex[:8]}.parquet.tmp"
                 self.con.execute(
-                    f"COPY (SELECT * FROM rollup_{name} WHERE day = ? ORDER BY ALL) TO {sql_string(tmp)} "
+                    f"COPY (SELECT * FROM rollup_{name} WHERE day = ?) TO {sql_string(tmp)} "
                     "(FORMAT parquet, COMPRESSION zstd)",
                     [day],
                 )

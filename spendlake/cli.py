@@ -379,7 +379,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert hierarchy is not None
     lake_path = cfg.get("lake", "path")
     service = Service(lake_path, hierarchy, (host, int(port)), interval_s=cfg.evaluation_interval_s,
-                      top_virtual_keys=cfg.get("metrics", "top_virtual_keys"))  # fmt: skip
+                      top_virtual_keys=cfg.get("metrics", "top_virtual_keys"),
+                      budget_details=cfg.get("metrics", "budget_details"))  # fmt: skip
     limits = _limits(cfg)
     pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
                         enrich=hierarchy.fill, on_written=service.after_flush)  # fmt: skip

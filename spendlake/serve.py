@@ -40,6 +40,7 @@ class Service:
     listen: tuple[str, int]
     interval_s: float = 5.0
     top_virtual_keys: int = 20
+    budget_details: bool = False
     health: Health = field(default_factory=Health)
     rollup: Rollup | None = None
     scheduler: BackgroundScheduler | None = None
@@ -51,7 +52,8 @@ class Service:
         self.rollup = Rollup(self.lake, budget_hook=BudgetUsage(self.hierarchy))
         self.roll()  # catch up before serving numbers
         state = self.rollup
-        exporter = Exporter(lambda: state.con.cursor(), self.hierarchy, self.health, self.top_virtual_keys)
+        exporter = Exporter(lambda: state.con.cursor(), self.hierarchy, self.health, self.top_virtual_keys,
+                            self.budget_details)  # fmt: skip
         host, port = self.listen
         server = serve_metrics(exporter, host, port)
         self.metrics_port = server.server_address[1]

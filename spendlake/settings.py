@@ -42,6 +42,7 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("ingest", "batch_max_age"): (float, 5.0),
     ("metrics", "listen"): (str, "127.0.0.1:9464"),
     ("metrics", "top_virtual_keys"): (int, 20),
+    ("metrics", "budget_details"): (bool, False),
     ("aggregator", "minute_retention_days"): (int, 3),
 }
 # Keys holding arrays of tables, validated by their owners.
@@ -124,7 +125,12 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
         env_name = f"SPENDLAKE_{section.upper()}_{key.upper()}"
         if env_name in env:
             value = env[env_name]
-            if typ is not str:
+            if typ is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    problems.append(f"{env_name}: got {value!r}, expected true or false")
+                    continue
+                value = value.lower() in ("true", "1")
+            elif typ is not str:
                 try:
                     value = typ(value)
                 except ValueError:
