@@ -111,14 +111,26 @@ class BudgetUsage:
         con.execute("DELETE FROM budget_usage WHERE day IN (SELECT unnest(?::DATE[]))", [days])
         con.execute("DELETE FROM budget_days WHERE day IN (SELECT unnest(?::DATE[]))", [days])
 
-    def add(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
-        """Add the usage of the (deduplicated) event rows in ``table``."""
+    def add(self, con: duckdb.DuckDBPyConnection, table: str, whole_days: bool = False) -> None:
+        """Add the usage of the (deduplicated) event rows in ``table``; ``whole_days``: they are
+        every event of their dates (a recomputation), not an increment."""
         self.schema(con)
         rows: pa.Table = con.sql(
             f"""SELECT day, epoch_ms("timestamp") AS ts, virtual_key, team, customer, cost_usd
                 FROM {table} WHERE cost_usd IS NOT NULL"""
         ).to_arrow_table()
         days = [d for (d,) in con.execute(f"SELECT DISTINCT day FROM {table}").fetchall()]
+        # A date whose stored usage was computed for other budgets, or never computed although
+        # files of it were rolled up before, cannot take an increment: it is forgotten here and
+        # ensure() recomputes it whole from the raw files.
+        stale = [] if whole_days else [d for (d,) in con.execute(
+            """SELECT DISTINCT f.day FROM files f LEFT JOIN budget_days b ON b.day = f.day
+               WHERE f.day IN (SELECT unnest(?::DATE[])) AND (b.fingerprint IS NULL OR b.fingerprint <> ?)""",
+            [days, self.fingerprint]).fetchall()] if days else []  # fmt: skip
+        if stale:
+            self.forget_days(con, stale)
+            days = [d for d in days if d not in stale]
+            rows = rows.filter(pc.invert(pc.is_in(rows.column("day"), value_set=pa.array(stale, pa.date32()))))
         if rows.num_rows and self.h.budgets:
             delta = self._usage(rows)
             if delta.num_rows:
@@ -187,7 +199,7 @@ class BudgetUsage:
             [paths],
         )
         self.fill_sql(con, "budget_raw")
-        self.add(con, "budget_raw")
+        self.add(con, "budget_raw", whole_days=True)
 
     def ensure(self, con: duckdb.DuckDBPyConnection, lake: Path, at: datetime | None = None) -> int:
         """Recompute usage for the dates the budgets' current periods cover that were computed
@@ -224,12 +236,17 @@ class BudgetUsage:
         self.schema(con)
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".budget_usage-{uuid.uuid4().hex[:8]}.tmp"
+        # each row says which budgets its dates were computed for; budget_days.parquet says it per date
         con.execute(
-            f"""COPY (SELECT budget_id, period_start, sum(usage) AS usage, sum(requests)::BIGINT AS requests,
-                             {sql_string(self.fingerprint)} AS fingerprint
-                      FROM budget_usage GROUP BY ALL ORDER BY ALL) TO {sql_string(tmp)} (FORMAT parquet)"""
+            f"""COPY (SELECT u.budget_id, u.period_start, sum(u.usage) AS usage, sum(u.requests)::BIGINT AS requests,
+                             d.fingerprint
+                      FROM budget_usage u JOIN budget_days d USING (day) GROUP BY ALL ORDER BY ALL)
+                TO {sql_string(tmp)} (FORMAT parquet)"""
         )
         os.replace(tmp, out / "budget_usage.parquet")
+        tmp3 = out / f".budget_days-{uuid.uuid4().hex[:8]}.tmp"
+        con.execute(f"COPY (SELECT day, fingerprint FROM budget_days ORDER BY day) TO {sql_string(tmp3)} (FORMAT parquet)")
+        os.replace(tmp3, out / "budget_days.parquet")
         table = status_table(con, self.h)
         tmp2 = out / f".budgets-{uuid.uuid4().hex[:8]}.tmp"
         pq.write_table(table, tmp2)
@@ -293,8 +310,9 @@ def status_table(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datet
         con.unregister("budget_wanted")
     used = got.column("usage").to_numpy()
     requests = got.column("n").to_numpy()
-    burn = _burn_by_owner(con, at)
-    rate = np.array([burn.get(k, np.nan) for k in st.owner_keys], dtype=np.float64)
+    covered, burn = _burn_by_owner(con, at)
+    # minute rollups reach back an hour: an owner without spend in it burns 0; otherwise unknown
+    rate = np.array([burn.get(k, 0.0 if covered else np.nan) for k in st.owner_keys], dtype=np.float64)
     at_ms = _ms(at)
     hours_in = np.maximum((at_ms - start_ms) / 3.6e6, 1e-9)
     young = hours_in < BURN_WINDOW.total_seconds() / 3600
@@ -331,15 +349,16 @@ def status(con: duckdb.DuckDBPyConnection, hierarchy: Hierarchy, at: datetime | 
     return out
 
 
-def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[tuple[str, str], float]:
-    """USD per hour over the last BURN_WINDOW, per (owner type, owner id), from minute rollups."""
+def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> tuple[bool, dict[tuple[str, str], float]]:
+    """(whether the minute rollups cover the last BURN_WINDOW, USD per hour over it per (owner
+    type, owner id))."""
     since = at - BURN_WINDOW
     try:
-        covered = con.execute("SELECT min(bucket) FROM rollup_minute").fetchall()[0][0]  # type: ignore[index]
+        first = con.execute("SELECT min(bucket) FROM rollup_minute").fetchall()[0][0]  # type: ignore[index]
     except duckdb.Error:
-        return {}
-    if covered is None or covered > since:
-        return {}
+        return False, {}
+    if first is None or first > since:
+        return False, {}
     out: dict[tuple[str, str], float] = {}
     for owner_type, column in OWNER_COLUMN.items():
         for owner, cost in con.execute(
@@ -348,7 +367,7 @@ def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> dict[tuple[s
             [since, at],
         ).fetchall():
             out[(owner_type, owner)] = float(cost) / (BURN_WINDOW.total_seconds() / 3600)
-    return out
+    return True, out
 
 
 STATUS_SCHEMA = pa.schema([

@@ -15,9 +15,10 @@ question "was this event_id counted?" is answered within one date. Rules:
 2. A tracked file whose identity changed (``spendlake reprice`` rewrote it) makes its date
    recomputed from all of that date's files. A file that disappears (raw retention) is not
    subtracted: rollups outlive the raw files.
-3. One update is one DuckDB transaction (file bookkeeping, seen set, rollups, budget usage,
-   the list of dates to publish), so a crash leaves the state before or after it, never between.
-   Publishing runs after the commit, from the ``dirty_days`` list, and a restart finishes it.
+3. Each event date of an update is one DuckDB transaction (its file bookkeeping, seen set,
+   rollups, budget usage, and the date on the list to publish), so a crash leaves every date
+   either as before or done, never between. Publishing runs after the commits, from the
+   ``dirty_days`` list, and a restart finishes it.
 4. Late events land in their own time bucket: only their date is touched.
 
 Rollups: ``rollup_minute`` (kept ``minute_retention_days``), ``rollup_hourly`` and ``rollup_daily``
@@ -296,8 +297,9 @@ class Rollup:
         c.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM fresh")
         hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
+        newest = c.execute("SELECT max(day) FROM fresh").fetchall()[0][0]  # None: only duplicates
         for t in TABLES:
-            if t.name == "minute" and c.execute("SELECT max(day) FROM fresh").fetchall()[0][0] < horizon:
+            if t.name == "minute" and (newest is None or newest < horizon):
                 continue  # older than the minute rollups keep: nothing to add (a first rollup of history)
             bucket = [f"date_trunc('{t.unit}', \"timestamp\") AS bucket"] if t.unit else []
             select = ", ".join(["day", *bucket, *t.dims, _measures_sql(), *([hist] if t.histogram else [])])

@@ -67,21 +67,28 @@ def evaluate(lake: Path, hierarchy: Hierarchy, at: datetime, minute_retention_da
     con.execute("SET TimeZone = 'UTC'")
     published_views(con, lake)
     usage = lake / PUBLISH_DIR / "budget_usage.parquet"
-    fingerprint = _fingerprint(usage)
-    if fingerprint == hook.fingerprint:
+    if _covered(lake, hook, at):
         con.execute("CREATE VIEW budget_usage AS SELECT budget_id, period_start, usage, requests "
-                    f"FROM read_parquet({sql_string(usage)})")
+                    f"FROM read_parquet({sql_string(usage)}) WHERE fingerprint = {sql_string(hook.fingerprint)}")
     else:
         sys.stderr.write("spendlake: serve runs with other budgets than this config; computing usage from the raw lake\n")
         _usage_from_raw(con, lake, hook, at)
     return status(con, hierarchy, at)
 
 
-def _fingerprint(path: Path) -> str | None:
-    if not path.exists():
-        return None
-    t = pq.read_table(path, columns=["fingerprint"])
-    return t.column("fingerprint")[0].as_py() if t.num_rows else None
+def _covered(lake: Path, hook: BudgetUsage, at: datetime) -> bool:
+    """Whether the published usage was computed for these budgets on every date the periods
+    containing ``at`` need (dates of the lake from the earliest period start up to ``at``)."""
+    days_file = lake / PUBLISH_DIR / "budget_days.parquet"
+    if not (lake / PUBLISH_DIR / "budget_usage.parquet").exists() or not days_file.exists():
+        return False
+    first = min(p.start(at) for p in {b.period for b in hook.h.budgets}).astimezone(UTC).date()
+    needed = {d.name[5:] for d in (lake / "events").glob("date=*")
+              if first.isoformat() <= d.name[5:] <= at.date().isoformat() and any(d.glob("*.parquet"))}  # fmt: skip
+    t = pq.read_table(days_file)
+    done = {day.isoformat() for day, fp in zip(t.column("day").to_pylist(), t.column("fingerprint").to_pylist())
+            if fp == hook.fingerprint}  # fmt: skip
+    return needed <= done
 
 
 def _usage_from_raw(con: duckdb.DuckDBPyConnection, lake: Path, hook: BudgetUsage, at: datetime) -> None:
