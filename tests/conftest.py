@@ -164,6 +164,30 @@ def events_bytes(n: int, start: int = 0) -> list[bytes]:
     return [orjson.dumps(event(i)) for i in range(start, start + n)]
 
 
+def raw_rows(lake: Path) -> list[dict[str, Any]]:
+    """Every event row of the lake, read with pyarrow (an independent truth for DuckDB code)."""
+    import pyarrow.parquet as pq
+
+    rows: list[dict[str, Any]] = []
+    for f in sorted((lake / "events").glob("date=*/*.parquet")):
+        rows += pq.read_table(f).to_pylist()
+    return rows
+
+
+def dedup(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per event_id: the earliest ingested copy (ingested_at, then source position)."""
+    best: dict[str, dict[str, Any]] = {}
+
+    def order(r: dict[str, Any]) -> tuple[Any, ...]:
+        return (r["ingested_at"], r["source_topic"], r["source_partition"], r["source_offset"])
+
+    for r in rows:
+        cur = best.get(r["event_id"])
+        if cur is None or order(r) < order(cur):
+            best[r["event_id"]] = r
+    return list(best.values())
+
+
 def lake_rows(lake: Path, sql: str = "select * from ev") -> list[tuple[Any, ...]]:
     files = list((lake / "events").glob("date=*/*.parquet"))
     con = duckdb.connect()

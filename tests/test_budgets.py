@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from aggregator.budgets import BudgetUsage, status
 from aggregator.hierarchy import parse_hierarchy
 from aggregator.rollup import Rollup
-from conftest import spendlake
+from conftest import dedup, raw_rows, spendlake
 
 CONTRACT_FIELDS = ("type", "id", "max_limit", "reset_duration", "current_usage", "period_start", "reset_at")
 USD = 100_000  # gpt-4o output tokens per dollar ($10 per M)
@@ -83,24 +82,6 @@ def budgets_json(config: Path, lake: Path, at: datetime | str | None) -> dict[tu
     return out
 
 
-def raw_rows(lake: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for f in sorted((lake / "events").glob("date=*/*.parquet")):
-        rows += pq.read_table(f).to_pylist()
-    return rows
-
-
-def dedup(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    best: dict[str, dict[str, Any]] = {}
-
-    def order(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["ingested_at"], r["source_topic"], r["source_partition"], r["source_offset"])
-
-    for r in rows:
-        cur = best.get(r["event_id"])
-        if cur is None or order(r) < order(cur):
-            best[r["event_id"]] = r
-    return list(best.values())
 
 
 class Truth:

@@ -19,11 +19,10 @@ from typing import Any
 
 import duckdb
 import orjson
-import pyarrow.parquet as pq
 import pytest
 
 from aggregator.rollup import Rollup, published_views
-from conftest import ROOT, event, spendlake
+from conftest import ROOT, dedup, event, raw_rows, spendlake
 from ingest.reprice import reprice
 from pricing import Catalog, PriceEntry, price_table
 
@@ -78,25 +77,6 @@ def utc_day(ts_ms: int) -> date:
 # --- the independent truth: plain Python over the raw Parquet ------------------------------------
 
 
-def raw_rows(lake: Path) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for f in sorted((lake / "events").glob("date=*/*.parquet")):
-        rows += pq.read_table(f).to_pylist()
-    return rows
-
-
-def dedup(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per event_id: the earliest ingested copy (ingested_at, then source position)."""
-    best: dict[str, dict[str, Any]] = {}
-
-    def order(r: dict[str, Any]) -> tuple[Any, ...]:
-        return (r["ingested_at"], r["source_topic"], r["source_partition"], r["source_offset"])
-
-    for r in rows:
-        cur = best.get(r["event_id"])
-        if cur is None or order(r) < order(cur):
-            best[r["event_id"]] = r
-    return list(best.values())
 
 
 def empty_measures() -> dict[str, Any]:
