@@ -33,10 +33,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from aggregator.hierarchy import Budget, Hierarchy
+from aggregator.hierarchy import OWNER_TYPES, Budget, Hierarchy
 from aggregator.rollup import sql_string
 
-OWNER_COLUMN = {"customer": "customer", "team": "team", "virtual_key": "virtual_key"}
 BURN_WINDOW = timedelta(hours=1)
 EXHAUSTION_HORIZON_H = 24 * 366 * 100  # further than a century at this rate: "not in sight" (None)
 
@@ -158,7 +157,7 @@ class BudgetUsage:
         days = rows.column("day")
         out: dict[str, list[Any]] = {"budget_id": [], "period_start_ms": [], "day": [], "usage": [], "requests": []}
         for (owner_type, period), by_owner in self.groups.items():
-            owners = rows.column(OWNER_COLUMN[owner_type])
+            owners = rows.column(owner_type)  # the event column is named as the owner type
             if owners.null_count == len(owners):
                 continue
             starts = period.starts_ms(ts)
@@ -360,7 +359,8 @@ def _burn_by_owner(con: duckdb.DuckDBPyConnection, at: datetime) -> tuple[bool, 
     if first is None or first > since:
         return False, {}
     out: dict[tuple[str, str], float] = {}
-    for owner_type, column in OWNER_COLUMN.items():
+    for owner_type in OWNER_TYPES:
+        column = owner_type
         for owner, cost in con.execute(
             f"""SELECT {column}, sum(cost_usd) FROM rollup_minute
                 WHERE bucket >= ? AND bucket < ? AND {column} IS NOT NULL GROUP BY 1""",

@@ -36,12 +36,14 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from ingest.lake import _fsync_dir  # fsyncs any path it can open read-only, a file too
 
 log = logging.getLogger("spendlake.rollup")
 
@@ -89,14 +91,6 @@ def bucket_column(bound: float) -> str:
 def sql_string(value: object) -> str:
     """A SQL string literal (for file names, which DuckDB does not take as parameters)."""
     return "'" + str(value).replace("'", "''") + "'"
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class StateLocked(RuntimeError):
@@ -160,6 +154,24 @@ def lake_files(root: Path, kind: str = "events") -> list[LakeFile]:
     return out
 
 
+def create_tables(c: duckdb.DuckDBPyConnection) -> None:
+    """The state's tables (bookkeeping and the rollups), where they do not exist yet."""
+    c.execute("CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, day DATE, size BIGINT, "
+              "mtime_ns BIGINT, rolled_at TIMESTAMPTZ)")  # fmt: skip
+    c.execute("CREATE TABLE IF NOT EXISTS seen (day DATE, h UHUGEINT)")
+    c.execute("CREATE TABLE IF NOT EXISTS dead_letter_files (path VARCHAR PRIMARY KEY, day DATE, rows BIGINT)")
+    c.execute("CREATE TABLE IF NOT EXISTS dirty_days (day DATE PRIMARY KEY)")
+    measure_cols = ", ".join(
+        f"{m} {'BIGINT' if m in ('requests', 'unpriced', 'latency_count') or m in TOKENS else 'DOUBLE'}"
+        for m in MEASURES
+    )
+    hist = ", ".join(f"{bucket_column(b)} BIGINT" for b in COST_BUCKETS)
+    for t in TABLES:
+        cols = ["day DATE", *(["bucket TIMESTAMPTZ"] if t.unit else []), *(f"{d} VARCHAR" for d in t.dims),
+                measure_cols, *([hist] if t.histogram else [])]  # fmt: skip
+        c.execute(f"CREATE TABLE IF NOT EXISTS rollup_{t.name} ({', '.join(cols)})")
+
+
 class Rollup:
     """The rollup state of one lake. ``Rollup(lake).update()`` brings it up to date."""
 
@@ -193,25 +205,8 @@ class Rollup:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # --- schema ------------------------------------------------------------------------------
-
     def _schema(self) -> None:
-        c = self.con
-        c.execute("CREATE TABLE IF NOT EXISTS files (path VARCHAR PRIMARY KEY, day DATE, size BIGINT, "
-                  "mtime_ns BIGINT, rows BIGINT, rolled_at TIMESTAMPTZ)")  # fmt: skip
-        c.execute("CREATE TABLE IF NOT EXISTS seen (day DATE, h UHUGEINT)")
-        c.execute("CREATE TABLE IF NOT EXISTS dead_letter_files (path VARCHAR PRIMARY KEY, day DATE, rows BIGINT)")
-        c.execute("CREATE TABLE IF NOT EXISTS dirty_days (day DATE PRIMARY KEY)")
-        c.execute("CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
-        measure_cols = ", ".join(
-            f"{m} {'BIGINT' if m in ('requests', 'unpriced', 'latency_count') or m in TOKENS else 'DOUBLE'}"
-            for m in MEASURES
-        )
-        hist = ", ".join(f"{bucket_column(b)} BIGINT" for b in COST_BUCKETS)
-        for t in TABLES:
-            cols = ["day DATE", *(["bucket TIMESTAMPTZ"] if t.unit else []), *(f"{d} VARCHAR" for d in t.dims),
-                    measure_cols, *([hist] if t.histogram else [])]  # fmt: skip
-            c.execute(f"CREATE TABLE IF NOT EXISTS rollup_{t.name} ({', '.join(cols)})")
+        create_tables(self.con)
 
     # --- update ------------------------------------------------------------------------------
 
@@ -294,7 +289,6 @@ class Rollup:
         stats.events_added += added
         stats.duplicates = stats.rows_read - stats.events_added
         c.execute("INSERT INTO seen SELECT day, h FROM fresh")
-        c.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT day FROM fresh")
         hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
         newest = c.execute("SELECT max(day) FROM fresh").fetchall()[0][0]  # None: only duplicates
@@ -310,15 +304,10 @@ class Rollup:
             self.budget_hook.add(c, "fresh")
         now = datetime.now(UTC)
         c.executemany(
-            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, NULL, ?)",
+            "INSERT OR REPLACE INTO files (path, day, size, mtime_ns, rolled_at) VALUES (?, ?, ?, ?, ?)",
             [(f.path, f.day, f.size, f.mtime_ns, now) for f in files],
         )
-        c.execute("INSERT OR IGNORE INTO dirty_days SELECT day FROM touched")
         c.execute("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT day FROM batch")
-
-    def _new_dead_letters(self) -> bool:
-        known = {p for (p,) in self.con.execute("SELECT path FROM dead_letter_files").fetchall()}
-        return any(f.path not in known for f in lake_files(self.root, "dead_letter"))
 
     def _count_dead_letters(self) -> None:
         """Dead letters are counted, not rolled up: rows per file (from Parquet metadata)."""
@@ -372,9 +361,9 @@ class Rollup:
                     "(FORMAT parquet, COMPRESSION zstd)",
                     [day],
                 )
-                _fsync_path(tmp)
+                _fsync_dir(tmp)
                 os.replace(tmp, target)
-                _fsync_path(target.parent)
+                _fsync_dir(target.parent)
         for d in sorted((out / "minute").glob("date=*")) if (out / "minute").exists() else []:
             try:
                 if date.fromisoformat(d.name[5:]) < horizon:
@@ -396,9 +385,9 @@ class Rollup:
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".status-{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(status))
-        _fsync_path(tmp)
+        _fsync_dir(tmp)
         os.replace(tmp, out / "status.json")
-        _fsync_path(out)
+        _fsync_dir(out)
 
 
 def published_views(con: duckdb.DuckDBPyConnection, lake: str | os.PathLike[str]) -> list[str]:
@@ -416,10 +405,7 @@ def published_views(con: duckdb.DuckDBPyConnection, lake: str | os.PathLike[str]
                         f"read_parquet({pattern}, hive_partitioning = true, union_by_name = true)")  # fmt: skip
         else:
             empty = duckdb.connect()
-            empty.execute("SET TimeZone = 'UTC'")
-            shim = Rollup.__new__(Rollup)
-            shim.con = empty
-            shim._schema()
+            create_tables(empty)
             cols = empty.execute(f"DESCRIBE rollup_{name}").fetchall()
             empty.close()
             select = ", ".join(f"NULL::{typ} AS {col}" for col, typ, *_ in cols)
@@ -436,7 +422,3 @@ def update_if_free(lake: str | os.PathLike[str], **kw: Any) -> UpdateStats | Non
             return r.update()
     except StateLocked:
         return None
-
-
-def stats_dict(stats: UpdateStats) -> dict[str, Any]:
-    return asdict(stats)
