@@ -128,6 +128,28 @@ def build_parser() -> Parser:
     qu.add_argument("--config", help="spendlake.toml")
     qu.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
+    al = sub.add_parser("alerts", help="alert history and delivery state; send a test message",
+                        description="Without an action: the alerts fired and each delivery's state (delivered, "
+                        "pending with its next attempt, failed with the reason). Works while serve runs (it reads "
+                        "what serve publishes). `alerts test --channel NAME` sends a test message now.")
+    al.add_argument("--config", help="spendlake.toml ([[channels]])")
+    al.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
+    al.add_argument("--format", choices=("table", "json"), default="table")
+    al.add_argument("--limit", type=int, default=50, help="newest N alerts (default 50)")
+    als = al.add_subparsers(dest="alerts_verb", parser_class=Parser, metavar="ACTION")
+    alt = als.add_parser("test", help="send a test message to one channel now",
+                         description="Send a test alert to one configured channel, directly (not via the outbox), "
+                         "and say what the receiver answered.")
+    alt.add_argument("--channel", required=True, help="the [[channels]] name")
+    alt.add_argument("--config", help="spendlake.toml ([[channels]])")
+
+    rep = sub.add_parser("report", help="a spend report (daily, weekly, monthly) as Markdown, CSV or HTML",
+                         description="Spend per customer and team with the change against the previous period, top "
+                         "virtual keys and models, budget bars and unpriced usage. Works while serve runs.")
+    from spendlake import report_cmd
+
+    report_cmd.add_arguments(rep)
+
     demo = sub.add_parser("demo", help="run a month of synthetic traffic through Kafka into a lake and show the spend",
                           description="Start a local Kafka broker, produce a month of synthetic LLM usage (one agent runs "
                           "away mid-month), ingest it exactly once into a Parquet lake, and show where the money went.")
@@ -180,6 +202,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_budgets(cfg, args.at, args.format, sys.stdout)
         if args.verb == "query":
             return cmd_query(args)
+        if args.verb == "alerts":
+            from spendlake import alerts_cmd
+
+            return alerts_cmd.run(args)
+        if args.verb == "report":
+            from spendlake import report_cmd
+
+            return report_cmd.run(args)
         if args.verb == "demo":
             from spendlake.demo import run as run_demo
 

@@ -20,6 +20,7 @@ from typing import Any
 from ingest.errors import SpendlakeError
 from aggregator.hierarchy import Hierarchy, parse_hierarchy
 from pricing.overrides import Override, parse_overrides
+from alerting.config import Alerting, parse_alerting
 
 # (section, key) → (type, default). Env override: SPENDLAKE_<SECTION>_<KEY>, e.g.
 # SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS, SPENDLAKE_LAKE_PATH.
@@ -51,16 +52,6 @@ POLICIES = ("catalog_first", "reported_first")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
 
-def parse_interval(text: str) -> float:
-    """'5s', '500ms', '1m', '1h' → seconds (the evaluation_interval grammar)."""
-    units = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-    for unit in sorted(units, key=len, reverse=True):
-        number = text[: -len(unit)]
-        if text.endswith(unit) and number.replace(".", "", 1).isdigit() and float(number) > 0:
-            return float(number) * units[unit]
-    raise ValueError(f"got {text!r}, expected a duration such as '5s', '500ms' or '1m'")
-
-
 class ConfigError(SpendlakeError):
     """Every problem of a configuration, one per line."""
 
@@ -79,7 +70,11 @@ class Settings:
     source: str = "defaults"
     overrides: tuple[Override, ...] = ()  # [[pricing.overrides]], validated
     hierarchy: Hierarchy | None = None  # [[customers]], [[teams]], [[virtual_keys]], validated
-    evaluation_interval_s: float = 5.0  # [alerts] evaluation_interval
+    alerting: Alerting = field(default_factory=Alerting)  # [alerts], [[channels]], [[reports]]
+
+    @property
+    def evaluation_interval_s(self) -> float:  # [alerts] evaluation_interval
+        return self.alerting.rules.evaluation_interval_s
 
     def get(self, section: str, key: str) -> Any:
         return self.values[(section, key)]
@@ -154,19 +149,14 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
     problems += check(values)
     hierarchy, bad = parse_hierarchy(raw, timezone=values.get(("lake", "timezone")))
     problems += bad
-    alerts = raw.get("alerts")
-    interval = alerts.get("evaluation_interval", "5s") if isinstance(alerts, dict) else "5s"
-    try:
-        evaluation_s = parse_interval(interval if isinstance(interval, str) else repr(interval))
-    except ValueError as exc:
-        problems.append(f"[alerts] evaluation_interval: {exc}")
-        evaluation_s = 5.0
+    alerting, bad = parse_alerting(raw)
+    problems += bad
     pricing = raw.get("pricing")
     overrides, bad = parse_overrides(pricing.get("overrides") if isinstance(pricing, dict) else None)
     problems += bad
     if problems:
         raise ConfigError(problems, source)
-    return Settings(values, raw, source, tuple(overrides), hierarchy, evaluation_s)
+    return Settings(values, raw, source, tuple(overrides), hierarchy, alerting)
 
 
 def check(values: dict[tuple[str, str], Any]) -> list[str]:
