@@ -220,6 +220,7 @@ class Exporter:
         _family(out, "spendlake_events_total", "counter", "Events that reached the lake, by result",
                 [f'spendlake_events_total{{result="landed"}} {_num(landed)}\n',
                  f'spendlake_events_total{{result="dead_letter"}} {_num(dead)}\n'])  # fmt: skip
+        self._alerts(con, out)
         if self.health is None:
             return
         with self.health.lock:
@@ -234,6 +235,35 @@ class Exporter:
         if rolled is not None:
             _family(out, "spendlake_rollup_last_update_timestamp_seconds", "gauge", "Last rollup update",
                     [f"spendlake_rollup_last_update_timestamp_seconds {_num(rolled)}\n"])  # fmt: skip
+
+
+    @staticmethod
+    def _alerts(con: duckdb.DuckDBPyConnection, out: list[str]) -> None:
+        """Alerting's outbox (alerting/outbox.py), when this state has one: counted from the
+        tables, so the totals survive restarts."""
+        try:
+            alerts = con.execute("SELECT kind, severity, count(*) FROM alerts WHERE note IS NULL "
+                                 "GROUP BY ALL ORDER BY ALL").fetchall()  # fmt: skip
+            deliveries = con.execute("SELECT channel, state, count(*), sum(attempts) FROM deliveries "
+                                     "GROUP BY ALL ORDER BY ALL").fetchall()  # fmt: skip
+        except duckdb.CatalogException:
+            return
+        _family(out, "spendlake_alerts_total", "counter", "Alerts fired, by kind and severity",
+                (f"spendlake_alerts_total{_labels(('kind', 'severity'), (k, s))} {_num(n)}\n" for k, s, n in alerts))
+        _family(out, "spendlake_alerts_sent_total", "counter",
+                "Alert deliveries by channel and result (delivered, failed for good)",
+                (f"spendlake_alerts_sent_total{_labels(('channel', 'result'), (c, st))} {_num(n)}\n"
+                 for c, st, n, _ in deliveries if st != "pending"))
+        pending: dict[str, int] = {}
+        attempts: dict[str, int] = {}
+        for c, st, n, a in deliveries:
+            pending[c] = pending.get(c, 0) + (n if st == "pending" else 0)
+            attempts[c] = attempts.get(c, 0) + int(a or 0)
+        _family(out, "spendlake_alerts_pending", "gauge", "Alert deliveries waiting to be sent or retried",
+                (f"spendlake_alerts_pending{_labels(('channel',), (c,))} {_num(n)}\n" for c, n in sorted(pending.items())))
+        _family(out, "spendlake_alert_delivery_attempts_total", "counter", "Send attempts, successful or not",
+                (f"spendlake_alert_delivery_attempts_total{_labels(('channel',), (c,))} {_num(n)}\n"
+                 for c, n in sorted(attempts.items())))  # fmt: skip
 
 
 def serve_metrics(exporter: Exporter, host: str, port: int) -> ThreadingHTTPServer:

@@ -138,19 +138,39 @@ class LakeFile:
     mtime_ns: int
 
 
-def lake_files(root: Path, kind: str = "events") -> list[LakeFile]:
-    out = []
+RACY_S = 2.0  # a directory changed this recently is listed again, whatever its mtime says
+
+
+def lake_files(root: Path, kind: str = "events",
+               cache: dict[str, tuple[int, list[LakeFile]]] | None = None) -> list[LakeFile]:  # fmt: skip
+    """Every Parquet file of a lake folder. With ``cache``, a date directory whose mtime has not
+    changed since it was listed is not listed again: the lake only adds, renames and removes
+    files there (never edits in place), and each of those changes the directory's mtime. A
+    directory changed in the last RACY_S seconds is listed anyway, because a file system's
+    timestamps are coarse (a change in the same tick as the listing would otherwise be missed).
+    With a month of one-second flushes that is one listing instead of ~2.6M stat calls."""
+    out: list[LakeFile] = []
+    now_ns = time.time_ns()
     for d in sorted((root / kind).glob("date=*")):
         try:
             day = date.fromisoformat(d.name[5:])
-        except ValueError:
+            dir_mtime = d.stat().st_mtime_ns
+        except (ValueError, FileNotFoundError):
             continue
+        hit = cache.get(d.name) if cache is not None else None
+        if hit is not None and hit[0] == dir_mtime:
+            out += hit[1]
+            continue
+        files = []
         for f in sorted(d.glob("*.parquet")):
             try:
                 st = f.stat()
             except FileNotFoundError:
                 continue  # replaced or swept between listing and stat
-            out.append(LakeFile(f"{kind}/{d.name}/{f.name}", day, st.st_size, st.st_mtime_ns))
+            files.append(LakeFile(f"{kind}/{d.name}/{f.name}", day, st.st_size, st.st_mtime_ns))
+        if cache is not None and now_ns - dir_mtime > RACY_S * 1e9:
+            cache[d.name] = (dir_mtime, files)
+        out += files
     return out
 
 
@@ -176,13 +196,17 @@ class Rollup:
     """The rollup state of one lake. ``Rollup(lake).update()`` brings it up to date."""
 
     def __init__(self, lake: str | os.PathLike[str], *, minute_retention_days: int = 3,
-                 budget_hook: Any = None) -> None:  # fmt: skip
+                 budget_hook: Any = None, event_hooks: Sequence[Any] = ()) -> None:  # fmt: skip
         self.root = Path(lake)
         # team and customer filled from the budget hierarchy (events ingested before the config
         # knew a key); None without a hierarchy
         self.fill = budget_hook.fill_sql if budget_hook is not None else None
         self.minute_retention_days = minute_retention_days
         self.budget_hook = budget_hook  # aggregator.budgets.BudgetUsage or None
+        # called as hook(con, "fresh") inside each date's transaction with its newly counted
+        # events (alerting's per-event rules: an event counted once is alerted once)
+        self.event_hooks = tuple(event_hooks)
+        self._listing: dict[str, tuple[int, list[LakeFile]]] = {}  # date dir -> (mtime_ns, files)
         (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
         path = self.root / STATE_DIR / STATE_FILE
         try:
@@ -214,7 +238,7 @@ class Rollup:
         """Roll up what the lake holds that the state does not; publish what changed."""
         t0 = time.perf_counter()
         stats = UpdateStats()
-        files = lake_files(self.root)
+        files = lake_files(self.root, cache=self._listing)
         known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
         new = [f for f in files if f.path not in known]
         rewritten = [f for f in files if f.path in known and known[f.path] != (f.size, f.mtime_ns)]
@@ -302,6 +326,8 @@ class Rollup:
             self._merge(f"rollup_{t.name}", keys, extra=tuple(bucket_column(b) for b in COST_BUCKETS) if t.histogram else ())
         if self.budget_hook is not None:
             self.budget_hook.add(c, "fresh")
+        for hook in self.event_hooks:
+            hook(c, "fresh")
         now = datetime.now(UTC)
         c.executemany(
             "INSERT OR REPLACE INTO files (path, day, size, mtime_ns, rolled_at) VALUES (?, ?, ?, ?, ?)",

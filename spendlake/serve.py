@@ -3,8 +3,10 @@
 One process owns the DuckDB state (contract 2). Threads:
 - main: the Kafka consumer loop (ingest/consumer.py) and its lake writer thread;
 - the scheduler (apscheduler): the ``rollup`` job every ``[alerts] evaluation_interval`` and
-  right after each flush (the writer thread moves its next run to now); alerting adds its own
-  jobs to ``Service.scheduler``;
+  right after each flush (the writer thread moves its next run to now, and a flush that lands
+  while the job runs makes it go round once more, so no flush waits for the next tick); after
+  each rollup the alert rules run (alerting/engine.py); one cron job per ``[[reports]]``;
+- one delivery worker per alert channel (alerting/outbox.py);
 - the /metrics HTTP server (prometheus-client), reading the rollups at scrape time through a
   cursor of its own.
 SIGTERM/SIGINT: the consumer flushes, commits and closes; then a last rollup runs, the
@@ -45,11 +47,19 @@ class Service:
     rollup: Rollup | None = None
     scheduler: BackgroundScheduler | None = None
     jobs: list[Callable[[Rollup], Any]] = field(default_factory=list)  # run after each rollup
+    alerts: Any = None  # alerting.engine.AlertEngine
+    minute_retention_days: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _dirty: threading.Event = field(default_factory=threading.Event)
     metrics_port: int | None = None
 
     def start(self) -> None:
-        self.rollup = Rollup(self.lake, budget_hook=BudgetUsage(self.hierarchy))
+        hooks = [self.alerts.on_fresh] if self.alerts is not None else []
+        self.rollup = Rollup(self.lake, budget_hook=BudgetUsage(self.hierarchy), event_hooks=hooks,
+                             minute_retention_days=self.minute_retention_days)  # fmt: skip
+        if self.alerts is not None:
+            self.alerts.start(self.rollup.con)
+            self.jobs.append(self.alerts.after_rollup)
         self.roll()  # catch up before serving numbers
         state = self.rollup
         exporter = Exporter(lambda: state.con.cursor(), self.hierarchy, self.health, self.top_virtual_keys,
@@ -62,29 +72,57 @@ class Service:
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.scheduler.add_job(self.roll, "interval", seconds=self.interval_s, id="rollup",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))  # fmt: skip
+        if self.alerts is not None:
+            self._schedule_reports()
         self.scheduler.start()
 
+    def _schedule_reports(self) -> None:
+        """One cron job per [[reports]] entry, in the [lake] timezone: daily at its time, weekly
+        on Monday, monthly on the 1st. A report missed while serve was down is sent at the next
+        start (its key names the period, so never twice)."""
+        assert self.scheduler is not None and self.alerts is not None
+        for i, sched in enumerate(self.alerts.cfg.reports):
+            hour, minute = sched.at
+            when: dict[str, Any] = {}
+            if sched.period == "weekly":
+                when["day_of_week"] = "mon"
+            elif sched.period == "monthly":
+                when["day"] = 1
+            self.scheduler.add_job(self.alerts.run_report, "cron", args=[sched], id=f"report-{i}", hour=hour,
+                                   minute=minute, timezone=self.hierarchy.timezone, misfire_grace_time=3600,
+                                   coalesce=True, **when)  # fmt: skip
+            self.scheduler.add_job(self.alerts.run_report, args=[sched], id=f"report-{i}-catch-up")
+
     def roll(self) -> None:
-        """One rollup update (and the jobs that follow it). Never raises: a failure is logged
-        and the next tick tries again."""
+        """Rollup updates (and the jobs that follow each) until no flush landed meanwhile. Never
+        raises: a failure is logged and the next tick tries again."""
         assert self.rollup is not None
         with self._lock:
-            try:
-                stats = self.rollup.update()
-                with self.health.lock:
-                    self.health.rollup_at = time.time()
-                if stats.events_added or stats.days_recomputed:
-                    log.info("rolled up %d new events (%d duplicates) in %.2f s",
-                             stats.events_added, stats.duplicates, stats.seconds)  # fmt: skip
-                for job in self.jobs:
-                    job(self.rollup)
-            except Exception:
-                log.exception("rollup failed; retrying at the next tick")
+            for _ in range(100):  # bounded: the interval tick catches up on anything left
+                self._dirty.clear()
+                self._roll_once()
+                if not self._dirty.is_set():
+                    break
+
+    def _roll_once(self) -> None:
+        assert self.rollup is not None
+        try:
+            stats = self.rollup.update()
+            with self.health.lock:
+                self.health.rollup_at = time.time()
+            if stats.events_added or stats.days_recomputed:
+                log.info("rolled up %d new events (%d duplicates) in %.2f s",
+                         stats.events_added, stats.duplicates, stats.seconds)  # fmt: skip
+            for job in self.jobs:
+                job(self.rollup)
+        except Exception:
+            log.exception("rollup failed; retrying at the next tick")
 
     def after_flush(self, _: Any = None) -> None:
         """Called on the lake writer's thread once a batch is visible: roll up now."""
         with self.health.lock:
             self.health.last_flush_at = time.time()
+        self._dirty.set()
         if self.scheduler is not None and self.scheduler.running:
             try:
                 self.scheduler.modify_job("rollup", next_run_time=datetime.now(UTC))
@@ -117,6 +155,8 @@ class Service:
             self.scheduler.shutdown(wait=True)
         if self.rollup is not None:
             self.roll()  # what the last flush landed
+            if self.alerts is not None:
+                self.alerts.stop()
             self.rollup.close()
         if getattr(self, "_server", None) is not None:
             self._server.shutdown()

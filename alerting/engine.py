@@ -1,0 +1,151 @@
+"""Alerting inside ``spendlake serve``: the rules after each rollup, the delivery workers, the
+scheduled reports, and the published copy of the outbox that ``spendlake alerts`` reads.
+
+``serve`` owns the DuckDB state; this engine uses its connection (the rules run on the rollup
+thread, under the service's lock) and one cursor per delivery worker. What other processes
+read is published under ``<lake>/_alerts/`` as Parquet (temp file, fsync, rename) whenever the
+outbox changed, at most once per evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from aggregator.hierarchy import Hierarchy
+from aggregator.rollup import sql_string
+from alerting import outbox
+from alerting.config import Alerting, ReportSchedule
+from alerting.outbox import Dispatcher, Record, Sender
+from alerting.records import Delivered
+from alerting.rules import Rules
+from ingest.lake import _fsync_dir
+
+log = logging.getLogger("spendlake.alerts")
+
+PUBLISH_DIR = "_alerts"
+PUBLISHED = {
+    "alerts": "SELECT key, kind, severity, title, created_at, subject, period_start, max_limit, dedup_key, action, "
+    "note FROM alerts",
+    "deliveries": "SELECT id, alert_key, channel, state, attempts, created_at, next_attempt_at, delivered_at, "
+    "status, last_error FROM deliveries",
+}
+
+
+def default_sender() -> Sender:
+    from alerting.channels import send
+
+    def go(channel: Any, alert: Any) -> Delivered:
+        return send(channel, alert)
+
+    return go
+
+
+class AlertEngine:
+    def __init__(self, lake: str | os.PathLike[str], hierarchy: Hierarchy, alerting: Alerting,
+                 sender: Sender | None = None, report: Callable[[ReportSchedule, datetime], Any] | None = None) -> None:  # fmt: skip
+        self.root = Path(lake)
+        self.h = hierarchy
+        self.cfg = alerting
+        self.rules = Rules(hierarchy, alerting)
+        self.sender = sender or default_sender()
+        self.report = report  # (schedule, now) -> Alert of kind "report", or None
+        self.dispatcher: Dispatcher | None = None
+        self._published: tuple[int, int] | None = None
+        self.con: duckdb.DuckDBPyConnection | None = None
+
+    # the rollup's per-event hook (inside each date's transaction)
+    def on_fresh(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        if self.rules.on_fresh(con, table) and self.dispatcher is not None:
+            self._wake_after_commit = True
+
+    _wake_after_commit = False
+
+    def start(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Create the outbox tables in the state, start one delivery worker per channel."""
+        self.con = con
+        outbox.schema(con)
+        note = outbox.resume_note(con)
+        if note:
+            log.info("%s", note)
+
+        def cursor() -> duckdb.DuckDBPyConnection:
+            c = con.cursor()
+            c.execute("SET TimeZone = 'UTC'")
+            return c
+
+        self.dispatcher = Dispatcher(cursor, self.cfg.channels, self.cfg.rules, self.sender)
+        self.dispatcher.start()
+
+    def after_rollup(self, rollup: Any) -> None:
+        """The service job run after every rollup update: evaluate, wake the workers, publish."""
+        con = rollup.con
+        new = self.rules.evaluate(con)
+        self._announce(new)
+        if (new or self._wake_after_commit) and self.dispatcher is not None:
+            self._wake_after_commit = False
+            self.dispatcher.wake()
+        self.publish(con)
+
+    def record(self, records: list[Record]) -> list[Record]:
+        """Record alerts from outside the rules (reports), in a transaction of their own."""
+        assert self.con is not None
+        cur = self.con.cursor()  # another thread than the rollup's: a connection of its own
+        try:
+            new = outbox.record_now(cur, records)
+        finally:
+            cur.close()
+        self._announce(new)
+        if new and self.dispatcher is not None:
+            self.dispatcher.wake()
+        return new
+
+    @staticmethod
+    def _announce(new: list[Record]) -> None:
+        for r in new:
+            if r.note is None:
+                to = ", ".join(r.channels) or "no channel"
+                log.info("alert %s [%s]: %s -> %s", r.alert.kind, r.alert.severity, r.alert.title, to)
+
+    def run_report(self, schedule: ReportSchedule, now: datetime | None = None) -> None:
+        """A scheduled report: built, recorded once per period (its key names the period)."""
+        if self.report is None:
+            return
+        try:
+            alert = self.report(schedule, now or datetime.now(UTC))
+        except Exception:
+            log.exception("the %s report could not be built", schedule.period)
+            return
+        if alert is not None:
+            self.record([Record(alert, schedule.channels)])
+
+    def publish(self, con: duckdb.DuckDBPyConnection, force: bool = False) -> None:
+        n = con.execute("SELECT count(*) FROM alerts").fetchall()[0][0]
+        version = (n, self.dispatcher.changes if self.dispatcher is not None else 0)
+        if version == self._published and not force:
+            return
+        out = self.root / PUBLISH_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        for name, select in PUBLISHED.items():
+            tmp = out / f".{name}-{uuid.uuid4().hex[:8]}.tmp"
+            con.execute(f"COPY ({select}) TO {sql_string(tmp)} (FORMAT parquet)")
+            _fsync_dir(tmp)
+            os.replace(tmp, out / f"{name}.parquet")
+        _fsync_dir(out)
+        self._published = version
+
+    def stop(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+        if self.con is not None:
+            try:
+                self.publish(self.con, force=True)
+            except duckdb.Error:
+                log.exception("publishing the outbox failed")
