@@ -234,8 +234,9 @@ class Rollup:
 
     # --- update ------------------------------------------------------------------------------
 
-    def update(self) -> UpdateStats:
-        """Roll up what the lake holds that the state does not; publish what changed."""
+    def update(self, publish: bool = True) -> UpdateStats:
+        """Roll up what the lake holds that the state does not; publish what changed (or leave
+        that to a later ``publish()``: serve evaluates alerts first)."""
         t0 = time.perf_counter()
         stats = UpdateStats()
         files = lake_files(self.root, cache=self._listing)
@@ -274,7 +275,8 @@ class Rollup:
             raise
         if self.budget_hook is not None:
             self.budget_hook.ensure(self.con, self.root)
-        stats.days_published = self.publish()
+        if publish:
+            stats.days_published = self.publish()
         stats.seconds = time.perf_counter() - t0
         return stats
 
@@ -344,18 +346,22 @@ class Rollup:
                 self.con.execute("INSERT INTO dead_letter_files VALUES (?, ?, ?)", [f.path, f.day, n])
 
     def _merge(self, table: str, keys: Sequence[str], extra: Sequence[str] = ()) -> None:
-        """table := table ∪ delta, re-aggregated, for the dates the delta touches."""
+        """table := table ∪ delta, re-aggregated, for the dates (and time buckets) the delta
+        touches: a one-second flush rewrites the minute and hour it falls in, not the day."""
         c = self.con
         k = ", ".join(keys)
         agg = _merge_sql((*MEASURES, *extra))
+        scope = "day IN (SELECT DISTINCT day FROM delta)"
+        if "bucket" in keys:  # a bucket lies within one UTC date: the day test only prunes
+            scope += " AND bucket IN (SELECT DISTINCT bucket FROM delta)"
         c.execute(
             f"""CREATE OR REPLACE TEMP TABLE merged AS
                 SELECT {k}, {agg} FROM (
-                    SELECT * FROM {table} WHERE day IN (SELECT DISTINCT day FROM delta)
+                    SELECT * FROM {table} WHERE {scope}
                     UNION ALL BY NAME SELECT * FROM delta
                 ) GROUP BY ALL"""
         )
-        c.execute(f"DELETE FROM {table} WHERE day IN (SELECT DISTINCT day FROM delta)")
+        c.execute(f"DELETE FROM {table} WHERE {scope}")
         c.execute(f"INSERT INTO {table} BY NAME SELECT * FROM merged")
 
     def _expire_minutes(self) -> None:

@@ -52,17 +52,23 @@ def _at(text: str | None) -> datetime:
     return dt.astimezone(UTC)
 
 
-def evaluate(lake: Path, hierarchy: Hierarchy, at: datetime, minute_retention_days: int = 3) -> list[BudgetStatus]:
+def evaluate(lake: Path, hierarchy: Hierarchy, at: datetime, minute_retention_days: int = 3,
+             refresh: bool = True) -> list[BudgetStatus]:  # fmt: skip
+    """Budget status from the state when it is free (``refresh``), else from what serve
+    publishes. serve itself passes ``refresh=False``: in its own process a second connection
+    to the state would not be refused (DuckDB shares the open database) but roll up without
+    serve's hooks."""
     if not hierarchy.budgets:
         return []
     hook = BudgetUsage(hierarchy)
-    try:
-        with Rollup(lake, budget_hook=hook, minute_retention_days=minute_retention_days) as r:
-            r.update()
-            hook.ensure(r.con, lake, at)
-            return status(r.con, hierarchy, at)
-    except StateLocked:
-        pass
+    if refresh:
+        try:
+            with Rollup(lake, budget_hook=hook, minute_retention_days=minute_retention_days) as r:
+                r.update()
+                hook.ensure(r.con, lake, at)
+                return status(r.con, hierarchy, at)
+        except StateLocked:
+            pass
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     published_views(con, lake)

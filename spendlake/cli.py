@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from ingest.errors import SpendlakeError
@@ -141,7 +142,7 @@ def build_parser() -> Parser:
                          description="Send a test alert to one configured channel, directly (not via the outbox), "
                          "and say what the receiver answered.")
     alt.add_argument("--channel", required=True, help="the [[channels]] name")
-    alt.add_argument("--config", help="spendlake.toml ([[channels]])")
+    alt.add_argument("--config", default=argparse.SUPPRESS, help="spendlake.toml ([[channels]])")
 
     rep = sub.add_parser("report", help="a spend report (daily, weekly, monthly) as Markdown, CSV or HTML",
                          description="Spend per customer and team with the change against the previous period, top "
@@ -408,9 +409,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
     hierarchy = cfg.hierarchy
     assert hierarchy is not None
     lake_path = cfg.get("lake", "path")
+    from alerting.config import check_secrets
+    from alerting.engine import AlertEngine
+
+    secrets = check_secrets(cfg.alerting)
+    if secrets:
+        raise settings_mod.ConfigError(secrets, cfg.source)
+    engine = AlertEngine(lake_path, hierarchy, cfg.alerting, report=_report_builder(cfg))
     service = Service(lake_path, hierarchy, (host, int(port)), interval_s=cfg.evaluation_interval_s,
                       top_virtual_keys=cfg.get("metrics", "top_virtual_keys"),
-                      budget_details=cfg.get("metrics", "budget_details"))  # fmt: skip
+                      budget_details=cfg.get("metrics", "budget_details"), alerts=engine,
+                      minute_retention_days=cfg.get("aggregator", "minute_retention_days"))  # fmt: skip
     limits = _limits(cfg)
     pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
                         enrich=hierarchy.fill, on_written=service.after_flush)  # fmt: skip
@@ -432,6 +441,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.stop()
     _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
     return EXIT_OK
+
+
+def _report_builder(cfg: settings_mod.Settings) -> Any:
+    """serve's scheduled report: the last complete period, from what serve publishes."""
+
+    def build(schedule: Any, now: Any) -> Any:
+        from alerting.report import build_report
+        from alerting.report_render import to_alert
+
+        return to_alert(build_report(Path(cfg.get("lake", "path")), cfg, schedule.period, at=now, refresh=False))
+
+    return build
 
 
 def _dead_letter_producer(cfg: settings_mod.Settings) -> Any:

@@ -33,6 +33,7 @@ from aggregator.rollup import Rollup
 log = logging.getLogger("spendlake.serve")
 
 LAG_EVERY_S = 5.0
+PUBLISH_EVERY_S = 5.0  # under continuous flushes, publish at least this often
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Service:
     minute_retention_days: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dirty: threading.Event = field(default_factory=threading.Event)
+    _published_at: float = 0.0
     metrics_port: int | None = None
 
     def start(self) -> None:
@@ -103,11 +105,24 @@ class Service:
                 self._roll_once()
                 if not self._dirty.is_set():
                     break
+                if time.monotonic() - self._published_at >= PUBLISH_EVERY_S:
+                    self._publish()
+            self._publish()
+
+    def _publish(self) -> None:
+        """The Parquet copies other processes read: after the alert rules, which read the state
+        itself, so publishing never delays an alert."""
+        assert self.rollup is not None
+        try:
+            self.rollup.publish()
+            self._published_at = time.monotonic()
+        except Exception:
+            log.exception("publishing the rollups failed; retrying at the next tick")
 
     def _roll_once(self) -> None:
         assert self.rollup is not None
         try:
-            stats = self.rollup.update()
+            stats = self.rollup.update(publish=False)
             with self.health.lock:
                 self.health.rollup_at = time.time()
             if stats.events_added or stats.days_recomputed:
