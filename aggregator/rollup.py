@@ -141,6 +141,10 @@ class LakeFile:
 RACY_S = 2.0  # a directory changed this recently is listed again, whatever its mtime says
 
 
+def _no_touch() -> dict[str, set[Any]]:
+    return {"minute": set(), "hour": set(), "day": set(), "days": set()}
+
+
 def lake_files(root: Path, kind: str = "events",
                cache: dict[str, tuple[int, list[LakeFile]]] | None = None) -> list[LakeFile]:  # fmt: skip
     """Every Parquet file of a lake folder. With ``cache``, a date directory whose mtime has not
@@ -207,6 +211,7 @@ class Rollup:
         # events (alerting's per-event rules: an event counted once is alerted once)
         self.event_hooks = tuple(event_hooks)
         self._listing: dict[str, tuple[int, list[LakeFile]]] = {}  # date dir -> (mtime_ns, files)
+        self._touched = _no_touch()  # time buckets and dates appended to since compact()
         (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
         path = self.root / STATE_DIR / STATE_FILE
         try:
@@ -219,6 +224,8 @@ class Rollup:
         self._schema()
         if budget_hook is not None:
             budget_hook.schema(self.con)
+        # rows appended by an earlier process and not compacted are all on dates still dirty
+        self._compact_days = {d for (d,) in self.con.execute("SELECT day FROM dirty_days").fetchall()}
 
     def close(self) -> None:
         self.con.close()
@@ -323,9 +330,12 @@ class Rollup:
                 continue  # older than the minute rollups keep: nothing to add (a first rollup of history)
             bucket = [f"date_trunc('{t.unit}', \"timestamp\") AS bucket"] if t.unit else []
             select = ", ".join(["day", *bucket, *t.dims, _measures_sql(), *([hist] if t.histogram else [])])
-            c.execute(f"CREATE OR REPLACE TEMP TABLE delta AS SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
-            keys = ("day", *(["bucket"] if t.unit else []), *t.dims)
-            self._merge(f"rollup_{t.name}", keys, extra=tuple(bucket_column(b) for b in COST_BUCKETS) if t.histogram else ())
+            self._append(t, select)
+        for unit in ("minute", "hour", "day"):
+            self._touched[unit].update(
+                b for (b,) in c.execute(f"SELECT DISTINCT date_trunc('{unit}', \"timestamp\") FROM fresh").fetchall()
+            )
+        self._touched["days"].update(d for (d,) in c.execute("SELECT DISTINCT day FROM fresh").fetchall())
         if self.budget_hook is not None:
             self.budget_hook.add(c, "fresh")
         for hook in self.event_hooks:
@@ -345,24 +355,47 @@ class Rollup:
                 n = self.con.execute("SELECT count(*) FROM read_parquet(?)", [str(self.root / f.path)]).fetchall()[0][0]  # type: ignore[index]
                 self.con.execute("INSERT INTO dead_letter_files VALUES (?, ?, ?)", [f.path, f.day, n])
 
-    def _merge(self, table: str, keys: Sequence[str], extra: Sequence[str] = ()) -> None:
-        """table := table ∪ delta, re-aggregated, for the dates (and time buckets) the delta
-        touches: a one-second flush rewrites the minute and hour it falls in, not the day."""
+    def _append(self, t: Table, select: str) -> None:
+        """Add the fresh rows' aggregates to a rollup table. Appended, not merged: a key may
+        have several rows until ``compact()`` (every reader sums), which keeps the work of a
+        one-second flush independent of how much the day already holds."""
+        self.con.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
+
+    def compact(self) -> None:
+        """One row per key again in what ``_add`` appended since the last compaction: the time
+        buckets it touched (a one-second flush: its minute and hour, not the day), and whole
+        dates left dirty by an earlier process. One transaction; re-aggregating is idempotent."""
+        touched, self._touched = self._touched, _no_touch()
+        days = sorted(touched["days"] | self._compact_days)
+        if not days:
+            return
         c = self.con
-        k = ", ".join(keys)
-        agg = _merge_sql((*MEASURES, *extra))
-        scope = "day IN (SELECT DISTINCT day FROM delta)"
-        if "bucket" in keys:  # a bucket lies within one UTC date: the day test only prunes
-            scope += " AND bucket IN (SELECT DISTINCT bucket FROM delta)"
-        c.execute(
-            f"""CREATE OR REPLACE TEMP TABLE merged AS
-                SELECT {k}, {agg} FROM (
-                    SELECT * FROM {table} WHERE {scope}
-                    UNION ALL BY NAME SELECT * FROM delta
-                ) GROUP BY ALL"""
-        )
-        c.execute(f"DELETE FROM {table} WHERE {scope}")
-        c.execute(f"INSERT INTO {table} BY NAME SELECT * FROM merged")
+        c.execute("BEGIN TRANSACTION")
+        try:
+            c.execute("CREATE OR REPLACE TEMP TABLE compact_days AS SELECT unnest(?::DATE[]) AS day", [days])
+            whole = sorted(self._compact_days)
+            for t in TABLES:
+                if t.unit is None:
+                    scope = "day IN (SELECT day FROM compact_days)"
+                else:
+                    buckets = sorted(touched[t.unit])
+                    c.execute("CREATE OR REPLACE TEMP TABLE compact_buckets AS SELECT unnest(?::TIMESTAMPTZ[]) AS b",
+                              [buckets])  # fmt: skip
+                    scope = ("(day IN (SELECT unnest(?::DATE[])) OR (day IN (SELECT day FROM compact_days) "
+                             "AND bucket IN (SELECT b FROM compact_buckets)))")  # fmt: skip
+                keys = ", ".join(("day", *(["bucket"] if t.unit else []), *t.dims))
+                agg = _merge_sql((*MEASURES, *(bucket_column(b) for b in COST_BUCKETS if t.histogram)))
+                params = [whole] if t.unit else []
+                c.execute(f"CREATE OR REPLACE TEMP TABLE merged AS SELECT {keys}, {agg} FROM rollup_{t.name} "
+                          f"WHERE {scope} GROUP BY ALL", params)  # fmt: skip
+                c.execute(f"DELETE FROM rollup_{t.name} WHERE {scope}", params)
+                c.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT * FROM merged")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            self._touched = touched  # try again next time
+            raise
+        self._compact_days = set()
 
     def _expire_minutes(self) -> None:
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
@@ -373,6 +406,7 @@ class Rollup:
     def publish(self) -> list[str]:
         """Write the rollups of every dirty date as Parquet (atomic per file), then forget the
         dates. Returns the dates published."""
+        self.compact()
         days = [d for (d,) in self.con.execute("SELECT day FROM dirty_days ORDER BY day").fetchall()]
         out = self.root / PUBLISH_DIR
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)

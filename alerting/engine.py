@@ -141,8 +141,11 @@ class AlertEngine:
         _fsync_dir(out)
         self._published = version
 
-    def stop(self) -> None:
+    def stop(self, drain_s: float = 5.0) -> None:
         if self.dispatcher is not None:
+            left = self.dispatcher.drain(drain_s)
+            if left:
+                log.info("%d alert deliveries still pending; they resume at the next start", left)
             self.dispatcher.stop()
         if self.con is not None:
             try:

@@ -167,6 +167,20 @@ class Dispatcher:
         for e in self._wake.values():
             e.set()
 
+    def drain(self, timeout: float) -> int:
+        """Give due deliveries up to ``timeout`` seconds to go out (at shutdown, so the alerts
+        of the last flush are not left for the next start); returns how many are still due."""
+        con = self.cursor()
+        deadline = time.monotonic() + timeout
+        self.wake()
+        while True:
+            due = con.execute("SELECT count(*) FROM deliveries WHERE state = 'pending' AND next_attempt_at <= ?",
+                              [datetime.fromtimestamp(self.clock(), UTC)]).fetchall()[0][0]  # fmt: skip
+            if not due or time.monotonic() >= deadline:
+                con.close()
+                return int(due)
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.wake()

@@ -38,7 +38,7 @@ class BatchLimits:
 
     max_records: int = 50_000
     max_bytes: int = 32 * 1024 * 1024
-    max_age_s: float = 5.0
+    max_age_s: float = 1.0
 
 
 @dataclass

@@ -40,7 +40,7 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("pricing", "policy"): (str, "catalog_first"),
     ("ingest", "batch_max_records"): (int, 50_000),
     ("ingest", "batch_max_bytes"): (int, 32 * 1024 * 1024),
-    ("ingest", "batch_max_age"): (float, 5.0),
+    ("ingest", "batch_max_age"): (float, 1.0),
     ("metrics", "listen"): (str, "127.0.0.1:9464"),
     ("metrics", "top_virtual_keys"): (int, 20),
     ("metrics", "budget_details"): (bool, False),

@@ -529,11 +529,11 @@ def run_crashing(lake: Path, patch: str) -> subprocess.CompletedProcess[str]:
 
 
 MERGE_CRASH = """
-orig = rollup.Rollup._merge
-def _merge(self, *a, **k):
+orig = rollup.Rollup._append
+def _append(self, *a, **k):
     crash_on({n})
     return orig(self, *a, **k)
-rollup.Rollup._merge = _merge
+rollup.Rollup._append = _append
 """
 
 
@@ -545,17 +545,19 @@ def test_crash_mid_update_leaves_no_partial_rows(tmp_path: Path) -> None:
         before = snapshot(r.con)
     ingest_events(lake, [spread(i) for i in range(20, 50)], "b.jsonl")  # both dates again
 
-    # (5 or 6 tables are merged per date, the minute table only for recent dates)
-    # in the 3rd merge, of the first date: nothing of this update is left
+    # (5 or 6 tables are appended to per date, the minute table only for recent dates)
+    # in the 3rd append, of the first date: nothing of this update is left
     p = run_crashing(lake, MERGE_CRASH.format(n=3))
     assert p.returncode == 9, p.stderr
     with Rollup(lake) as r:
         assert snapshot(r.con) == before
 
-    # in the 8th merge, of the second date: the first date is complete, the second as before
+    # in the 8th append, of the second date: the first date is complete, the second as before
+    # (once compacted, as the next publish does: the first date's rows were appended)
     p = run_crashing(lake, MERGE_CRASH.format(n=8))
     assert p.returncode == 9, p.stderr
     with Rollup(lake) as r:
+        r.compact()
         after = snapshot(r.con)
         first = lambda e: e["timestamp"].date() == date(2025, 11, 28)  # noqa: E731
         for n in NAMES[1:]:
