@@ -188,6 +188,15 @@ class Dispatcher:
             t.join(timeout)
 
     def _run(self, channel: Channel) -> None:
+        """The worker loop; it never dies of an error (logged, then a second's pause)."""
+        while not self._stop.is_set():
+            try:
+                self._loop(channel)
+            except Exception:
+                log.exception("channel %s: delivery worker error; continuing", channel.name)
+                self._stop.wait(1.0)
+
+    def _loop(self, channel: Channel) -> None:
         con = self.cursor()
         failures = 0  # consecutive transient failures of this channel
         paused_until = 0.0
@@ -283,9 +292,16 @@ class Dispatcher:
     def _finish(self, con: duckdb.DuckDBPyConnection, did: int, attempts: int, state: str, status: int | None,
                 error: str | None) -> None:  # fmt: skip
         now = datetime.fromtimestamp(self.clock(), UTC)
-        con.execute("UPDATE deliveries SET state = ?, attempts = ?, delivered_at = ?, status = ?, last_error = "
-                    "coalesce(?, last_error) WHERE id = ?",
-                    [state, attempts, now if state == "delivered" else None, status, error, did])  # fmt: skip
+        for attempt in range(5):  # a message already sent must be recorded, or it goes out again
+            try:
+                con.execute("UPDATE deliveries SET state = ?, attempts = ?, delivered_at = ?, status = ?, "
+                            "last_error = coalesce(?, last_error) WHERE id = ?",
+                            [state, attempts, now if state == "delivered" else None, status, error, did])  # fmt: skip
+                break
+            except duckdb.Error:
+                if attempt == 4:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         self.changes += 1
 
 

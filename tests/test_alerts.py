@@ -422,3 +422,47 @@ def test_no_secret_reaches_the_outbox_published_files_or_logs(tmp_path: Path, re
     for s in secrets:  # ...the secrets are not
         assert s.encode() not in state and s.encode() not in published and s not in dumped
         assert s not in caplog.text
+
+
+def test_a_scheduled_report_goes_out_once_per_period_by_slack_and_email(tmp_path: Path, receivers: Any) -> None:
+    from alerting.config import ReportSchedule
+    from receivers import SmtpReceiver
+    from spendlake.cli import _report_builder
+
+    slack, pd = receivers
+    smtp = SmtpReceiver()
+    st = Stack(tmp_path, slack, pd, slack_extra='kinds = ["report"]')
+    st.cfg.write_text(st.cfg.read_text() + f"""
+[[channels]]
+name = "mail"
+type = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp.port}
+from = "spendlake@example.com"
+to = ["finops@example.com"]
+kinds = ["report"]
+
+[[reports]]
+period = "daily"
+channels = ["slack", "mail"]
+""")
+    yesterday = int((datetime.now(UTC) - timedelta(days=1)).replace(hour=12).timestamp() * 1000)
+    st.ingest([spend("vk-alice", 1.25, 0, ts=yesterday), spend("vk-bob", 2.5, 0, ts=yesterday)])
+    engine = st.start()
+    settings = settings_mod.load(str(st.cfg))
+    engine.report = _report_builder(settings)
+    st.step()
+    schedule = ReportSchedule("daily", ("slack", "mail"))
+    assert settings.alerting.reports == (schedule,)
+    engine.run_report(schedule)
+    engine.run_report(schedule)  # the same period again: recorded once, sent once
+    st.settle()
+    assert len(slack.requests) == 1
+    text = slack.requests[0].json["text"]
+    assert "$3.75" in text, text  # yesterday's total
+    (mail,) = smtp.wait_for(1)
+    assert mail.rcpt_tos == ("finops@example.com",)
+    html = mail.message.get_body(("html",)).get_content()
+    assert "<svg" in html and "$3.75" in html
+    smtp.close()
+    st.stop()
