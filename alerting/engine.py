@@ -23,6 +23,7 @@ from aggregator.hierarchy import Hierarchy
 from aggregator.rollup import sql_string
 from alerting import outbox
 from alerting.config import Alerting, ReportSchedule
+from alerting.landed import LandedWatch
 from alerting.outbox import Dispatcher, Record, Sender
 from alerting.records import Delivered
 from alerting.rules import Rules
@@ -58,6 +59,7 @@ class AlertEngine:
         self.sender = sender or default_sender()
         self.report = report  # (schedule, now) -> Alert of kind "report", or None
         self.dispatcher: Dispatcher | None = None
+        self.watch: LandedWatch | None = None
         self._published: tuple[int, int] | None = None
         self.con: duckdb.DuckDBPyConnection | None = None
 
@@ -83,6 +85,21 @@ class AlertEngine:
 
         self.dispatcher = Dispatcher(cursor, self.cfg.channels, self.cfg.rules, self.sender)
         self.dispatcher.start()
+        self.watch = LandedWatch(self.root, self.h, self.rules, cursor, self._record_landed)
+        self.watch.start()
+
+    def landed(self, committed: list[Any]) -> None:
+        """serve's flush callback (writer thread): check the batch's budgets now, on the watch's
+        thread, without waiting for the rollup."""
+        if self.watch is not None:
+            self.watch.submit([f for c in committed if c.manifest is not None for f in c.manifest.files])
+
+    def _record_landed(self, records: list[Record]) -> list[Record]:
+        try:
+            return self.record(records)
+        except duckdb.Error as exc:  # the rollup path recorded the same key meanwhile
+            log.debug("a landed-batch alert was recorded by the rollup path first: %s", exc)
+            return []
 
     def after_rollup(self, rollup: Any) -> None:
         """The service job run after every rollup update: evaluate, wake the workers, publish."""
@@ -142,6 +159,8 @@ class AlertEngine:
         self._published = version
 
     def stop(self, drain_s: float = 5.0) -> None:
+        if self.watch is not None:
+            self.watch.stop()
         if self.dispatcher is not None:
             left = self.dispatcher.drain(drain_s)
             if left:

@@ -138,10 +138,15 @@ class Rules:
             raise
         return new
 
-    def _budgets(self, con: duckdb.DuckDBPyConnection, now: datetime) -> list[Record]:
+    def _budgets(self, con: duckdb.DuckDBPyConnection, now: datetime, table: Any = None,
+                 thresholds_only: bool = False) -> list[Record]:  # fmt: skip
+        """Threshold crossings, forecasts and resolves from the budgets' status (``table``: a
+        status table given by the caller, e.g. the rollup's plus a batch not rolled up yet; then
+        with ``thresholds_only``)."""
         if not self.h.budgets:
             return []
-        table = status_table(con, self.h, now)
+        if table is None:
+            table = status_table(con, self.h, now)
         budgets = {b.id: b for b in self.h.budgets}
         cols = {name: table.column(name).to_pylist() for name in
                 ("budget_id", "utilization", "current_usage", "max_limit", "period_start", "reset_at",
@@ -157,7 +162,7 @@ class Rules:
             crossed = [t for t in thresholds if util >= t - 1e-12]
             if crossed:
                 crossings.append((i, b, crossed))
-            elif self.r.forecast and thresholds and util >= self.r.forecast_min_utilization:
+            elif self.r.forecast and not thresholds_only and thresholds and util >= self.r.forecast_min_utilization:
                 row = {k: v[i] for k, v in cols.items()}
                 exhaust = row["projected_exhaustion_at"]
                 if exhaust is not None and exhaust < row["reset_at"]:
@@ -176,8 +181,13 @@ class Rules:
                 out.append(Record(alert, route(self.cfg.channels, alert) if top else (), subject=b.id,
                                   period_start=start, max_limit=limit,
                                   note=None if top else f"superseded by the {crossed[-1] * 100:g}% alert"))  # fmt: skip
-        out += self._resolves(con, current, now)
+        if not thresholds_only:
+            out += self._resolves(con, current, now)
         return out
+
+    def landed(self, con: duckdb.DuckDBPyConnection, table: Any, now: datetime) -> list[Record]:
+        """Threshold crossings from a status table that includes a batch not rolled up yet."""
+        return self._budgets(con, now, table, thresholds_only=True)
 
     @staticmethod
     def _budget_key(bid: str, start: datetime, limit: float, t: float) -> str:

@@ -34,7 +34,7 @@ from aggregator.rollup import Rollup
 log = logging.getLogger("spendlake.serve")
 
 LAG_EVERY_S = 5.0
-PUBLISH_EVERY_S = 5.0
+PUBLISH_EVERY_S = 15.0  # under continuous flushes, publish at least this often (it pauses rollups)
 SWITCH_INTERVAL_S = 0.001  # under continuous flushes, publish at least this often
 
 
@@ -120,8 +120,11 @@ class Service:
         itself, so publishing never delays an alert."""
         assert self.rollup is not None
         try:
-            self.rollup.publish()
+            t0 = time.perf_counter()
+            days = self.rollup.publish()
             self._published_at = time.monotonic()
+            if days:
+                log.info("published the rollups of %s in %.2f s", ", ".join(days), time.perf_counter() - t0)
         except Exception:
             log.exception("publishing the rollups failed; retrying at the next tick")
 
@@ -131,18 +134,22 @@ class Service:
             stats = self.rollup.update(publish=False)
             with self.health.lock:
                 self.health.rollup_at = time.time()
-            if stats.events_added or stats.days_recomputed:
-                log.info("rolled up %d new events (%d duplicates) in %.2f s",
-                         stats.events_added, stats.duplicates, stats.seconds)  # fmt: skip
+            t0 = time.perf_counter()
             for job in self.jobs:
                 job(self.rollup)
+            if stats.events_added or stats.days_recomputed:
+                log.info("rolled up %d new events (%d duplicates) in %.2f s, then alert rules in %.2f s",
+                         stats.events_added, stats.duplicates, stats.seconds, time.perf_counter() - t0)  # fmt: skip
         except Exception:
             log.exception("rollup failed; retrying at the next tick")
 
-    def after_flush(self, _: Any = None) -> None:
-        """Called on the lake writer's thread once a batch is visible: roll up now."""
+    def after_flush(self, committed: Any = None) -> None:
+        """Called on the lake writer's thread once a batch is visible: check its budgets (on
+        alerting's own thread) and roll up now."""
         with self.health.lock:
             self.health.last_flush_at = time.time()
+        if self.alerts is not None and committed:
+            self.alerts.landed(committed)
         self._dirty.set()
         if self.scheduler is not None and self.scheduler.running:
             try:

@@ -466,3 +466,32 @@ channels = ["slack", "mail"]
     assert "<svg" in html and "$3.75" in html
     smtp.close()
     st.stop()
+
+
+def test_a_landed_batch_is_checked_before_its_rollup_and_never_counted_twice(tmp_path: Path, receivers: Any) -> None:
+    slack, pd = receivers
+    st = Stack(tmp_path, slack, pd, slack_extra='kinds = ["budget"]')
+    engine = st.start()
+    assert engine.watch is not None and st.rollup is not None
+    st.ingest([spend("vk-alice", 7.5, 0)])
+    st.step()  # 75%, rolled up
+    rolled = {p.relative_to(st.lake).as_posix() for p in st.lake.glob("events/*/*.parquet")}
+    # the same event again (a producer retry) and $0.40 more: 79% once the copy is dropped, not 154%
+    st.ingest([spend("vk-alice", 7.5, 0), spend("vk-alice", 0.4, 1)])
+    new = sorted(p.relative_to(st.lake).as_posix() for p in st.lake.glob("events/*/*.parquet"))
+    new = [p for p in new if p not in rolled]
+    con = engine.con.cursor()  # type: ignore[union-attr]
+    assert engine.watch.check(con, new) == []
+    # $0.60 more lands: 85%, recorded from the landed file alone, before any rollup
+    st.ingest([spend("vk-alice", 0.6, 2)])
+    newer = [p.relative_to(st.lake).as_posix() for p in st.lake.glob("events/*/*.parquet")]
+    newer = [p for p in newer if p not in rolled and p not in new]
+    got = engine.watch.check(con, new + newer)
+    assert [r.alert.title for r in got] == ["Warning: Alice (vk-alice) at 80% of budget"]
+    assert "$8.50 / $10.00 (85.0%)" in got[0].alert.text
+    st.settle()
+    assert len(slack.requests) == 1
+    st.step()  # the rollup path finds it recorded
+    time.sleep(1.0)
+    assert len(slack.requests) == 1
+    assert st.rows("SELECT count(*) FROM alerts WHERE kind = 'budget'") == [(1,)]
