@@ -34,7 +34,7 @@ from aggregator.rollup import Rollup
 log = logging.getLogger("spendlake.serve")
 
 LAG_EVERY_S = 5.0
-PUBLISH_EVERY_S = 15.0  # under continuous flushes, publish at least this often (it pauses rollups)
+PUBLISH_EVERY_S = 5.0  # under continuous flushes, publish at least this often (it pauses rollups)
 SWITCH_INTERVAL_S = 0.001  # under continuous flushes, publish at least this often
 
 
