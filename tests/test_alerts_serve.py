@@ -23,6 +23,7 @@ import orjson
 from conftest import Broker, spendlake, spendlake_bg, wait_for
 from receivers import HttpReceiver, Request, pagerduty_receiver, slack_receiver
 from test_alerts import ROUTING_KEY, spend
+from test_serve import metrics_port
 
 CONFIG = """
 [lake]
@@ -100,19 +101,6 @@ def serve_env(slack: HttpReceiver) -> dict[str, str]:
     return {"TEST_SLACK_URL": slack.url, "TEST_PD_KEY": ROUTING_KEY}
 
 
-def started(log: Path) -> int:
-    found: list[int] = []
-
-    def ready() -> bool:
-        m = re.search(r"serving /metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text(errors="replace"))
-        if m:
-            found.append(int(m.group(1)))
-        return bool(m)
-
-    wait_for(ready, 120, "serve to start")
-    return found[-1]
-
-
 def test_an_outage_and_a_kill_lose_no_alert_and_send_none_twice(kafka: Broker, topic_name: str,
                                                                 tmp_path: Path, monkeypatch: Any) -> None:  # fmt: skip
     from receivers import pagerduty_answer, slack_answer
@@ -130,7 +118,7 @@ def test_an_outage_and_a_kill_lose_no_alert_and_send_none_twice(kafka: Broker, t
         monkeypatch.setenv(k, v)
     log = tmp_path / "serve.log"
     proc = spendlake_bg("serve", "--config", str(cfg), log=log)
-    started(log)
+    metrics_port(log)
 
     # Alice crosses 80% (Slack), then 90% (Slack + PagerDuty); Bob crosses 80%; the team (34.1 of 37)
     # passes 80% and 90% in one step: only its 90% alert is sent
@@ -157,7 +145,7 @@ def test_an_outage_and_a_kill_lose_no_alert_and_send_none_twice(kafka: Broker, t
     slack_outage.down = pd_outage.down = False
     log2 = tmp_path / "serve2.log"
     proc2 = spendlake_bg("serve", "--config", str(cfg), log=log2)
-    port = started(log2)
+    port = metrics_port(log2)
     expected_slack = {
         "Warning: Alice (vk-alice) at 80% of budget",
         "Critical: Alice (vk-alice) at 90% of budget",
