@@ -151,9 +151,11 @@ def build_parser() -> Parser:
 
     report_cmd.add_arguments(rep)
 
-    demo = sub.add_parser("demo", help="run a month of synthetic traffic through Kafka into a lake and show the spend",
-                          description="Start a local Kafka broker, produce a month of synthetic LLM usage (one agent runs "
-                          "away mid-month), ingest it exactly once into a Parquet lake, and show where the money went.")
+    demo = sub.add_parser("demo", help="a month of traffic through Kafka into a lake, then an agent running away live, and the alerts",
+                          description="Start a local Kafka broker, land 30 days of synthetic LLM usage exactly once in a "
+                          "Parquet lake, start `spendlake serve` with budgets that fit it and a local Slack stand-in, then let "
+                          "one agent run away live: the alerts are printed as they arrive. Ends with the budget bars, an HTML "
+                          "report and the next commands.")
     demo.add_argument("--events", type=int, default=50_000, help="how many usage events (default 50000)")
     demo.add_argument("--lake", default="./demo-lake", help="lake directory (default ./demo-lake)")
     demo.add_argument("--no-kafka", action="store_true", help="no broker: the same story through the file source")

@@ -1,22 +1,35 @@
-"""`spendlake demo`: a month of synthetic LLM traffic through the real pipeline, end to end.
+"""`spendlake demo`: a month of LLM traffic through the real pipeline, then an agent running away
+live — and the alerts that say so, within seconds.
 
-Starts a local Kafka broker (the same script the tests use), produces the traffic, ingests it
-into a lake exactly as `spendlake ingest` does, and prints where the money went. One agent runs
-away mid-month, which is the story the product exists for. `--no-kafka` tells the same story
-through the file source on a machine without Java.
+1. Starts a local Kafka broker (the same script the tests use) and produces 30 days of traffic for
+   3 customers, 6 teams, 60 virtual keys and a dozen models, ending now; one agent ran away
+   mid-month. It lands in a Parquet lake exactly once (`spendlake ingest`).
+2. Writes a config whose budgets fit that history (a daily budget for the agent), starts a local
+   Slack-like receiver and `spendlake serve` (rollups, budgets, alerts, /metrics).
+3. The agent runs away again, now: its requests go to Kafka and the receiver prints the alerts as
+   they arrive (80%, 90%, 100% of its daily budget, the cost spike).
+4. Prints the budget table, writes the HTML report and suggests what to try next.
+
+`--no-kafka` tells the same story through the file source and the same alerting code in process,
+on a machine without Java.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Iterable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +44,14 @@ MODELS = [
     ("bedrock", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", 0.03), ("xai", "grok-code-fast-1", 0.02),
     ("groq", "llama-3.3-70b-versatile", 0.01),  # not in the built-in catalog: shows up as unpriced, never $0
 ]  # fmt: skip
-MONTH_START_MS = 1_761_955_200_000  # 2025-11-01T00:00:00Z
+TEAMS = [("team-eng", "customer-acme"), ("team-support", "customer-acme"), ("team-research", "customer-globex"),
+         ("team-sales", "customer-globex"), ("team-ops", "customer-initech"), ("team-data", "customer-initech")]  # fmt: skip
+CUSTOMERS = {"customer-acme": "Acme Corp", "customer-globex": "Globex", "customer-initech": "Initech"}
+RUNAWAY = ("vk-runaway-agent", "team-research", "customer-globex")
 DAY_MS = 86_400_000
 DEMO_PORT = 9092
+RUNAWAY_DAILY_BUDGET = 25.0
+LIVE_EVENTS = 150  # ~$0.33 each: $50, twice the agent's daily budget
 
 
 def say(msg: str) -> None:
@@ -41,42 +59,84 @@ def say(msg: str) -> None:
     sys.stderr.flush()
 
 
-def traffic(n: int, seed: int = 7) -> list[bytes]:
-    """n events over 30 days for 3 customers, 6 teams, 60 virtual keys; vk-runaway-agent
-    loops on gpt-4o for days 14–16 with huge prompts."""
+def keys() -> list[tuple[str, str, str]]:
+    return [(f"vk-{team.split('-', 1)[1]}-{i:02d}", team, cust) for team, cust in TEAMS for i in range(10)]
+
+
+def traffic(n: int, end_ms: int, seed: int = 7) -> list[bytes]:
+    """n events over the 30 days before ``end_ms``; the runaway agent loops on gpt-4o with huge
+    prompts for two days in the middle (every 20th event)."""
     rng = random.Random(seed)
-    teams = [(f"team-{t}", f"customer-{c}") for c, ts in
-             (("acme", ("eng", "support")), ("globex", ("research", "sales")), ("initech", ("ops", "data")))
-             for t in ts]  # fmt: skip
-    keys = [(f"vk-{team.split('-', 1)[1]}-{i:02d}", team, cust) for team, cust in teams for i in range(10)]
+    start = end_ms - 30 * DAY_MS
+    ks = keys()
     weights = [w for *_, w in MODELS]
     out = []
     for i in range(n):
-        vk, team, cust = rng.choice(keys)
+        vk, team, cust = rng.choice(ks)
         provider, model, _ = rng.choices(MODELS, weights)[0]
-        ts = MONTH_START_MS + rng.randrange(30 * DAY_MS)
+        ts = start + rng.randrange(30 * DAY_MS)
         inp = int(rng.lognormvariate(7.0, 1.0)) + 20
         out_t = int(rng.lognormvariate(5.5, 0.8)) + 5
-        if i % 20 == 0:  # the runaway agent: a loop re-sending a growing context
-            vk, team, cust, provider, model = "vk-runaway-agent", "team-research", "customer-globex", "openai", "gpt-4o"
-            ts = MONTH_START_MS + 14 * DAY_MS + rng.randrange(2 * DAY_MS)
+        if i % 20 == 0:
+            (vk, team, cust), provider, model = RUNAWAY, "openai", "gpt-4o"
+            ts = start + 14 * DAY_MS + rng.randrange(2 * DAY_MS)
             inp, out_t = rng.randrange(60_000, 120_000), rng.randrange(2_000, 4_000)
-        ev: dict[str, Any] = {
-            "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "timestamp": ts, "provider": provider,
-            "model": model, "input_tokens": inp, "output_tokens": out_t,
-            "cached_input_tokens": inp // 3 if rng.random() < 0.3 else 0,
-            "virtual_key": vk, "team": team, "customer": cust, "latency_ms": round(rng.uniform(200, 9000), 1),
-            "status": "success" if rng.random() > 0.01 else "error",
-        }  # fmt: skip
-        out.append(orjson.dumps(ev))
+        out.append(orjson.dumps(_event(rng, ts, vk, team, cust, provider, model, inp, out_t)))
     return out
 
 
-def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_broker: bool) -> int:
-    from ingest.lake import Lake
-    from ingest.pipeline import Pipeline
-    from pricing import Catalog
+def live_burst(n: int, seed: int = 11) -> Iterable[bytes]:
+    """The agent runs away again, now: ~$0.33 a request (110k prompt tokens of gpt-4o)."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        yield orjson.dumps(_event(rng, int(time.time() * 1000), *RUNAWAY, "openai", "gpt-4o", 110_000, 5_500))
 
+
+def _event(rng: random.Random, ts: int, vk: str, team: str, cust: str, provider: str, model: str, inp: int,
+           out_t: int) -> dict[str, Any]:  # fmt: skip
+    return {
+        "event_id": str(uuid.UUID(int=rng.getrandbits(128))), "timestamp": ts, "provider": provider,
+        "model": model, "input_tokens": inp, "output_tokens": out_t,
+        "cached_input_tokens": inp // 3 if rng.random() < 0.3 else 0,
+        "virtual_key": vk, "team": team, "customer": cust, "latency_ms": round(rng.uniform(200, 9000), 1),
+        "status": "success" if rng.random() > 0.01 else "error",
+    }  # fmt: skip
+
+
+class SlackStandIn:
+    """A local receiver that answers like a Slack incoming webhook and prints each message."""
+
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    text = str(json.loads(body).get("text", ""))
+                except ValueError:
+                    text = ""
+                stand_in.messages.append(text)
+                first = text.splitlines()[0] if text else "(empty)"
+                print(f"  Slack  {time.strftime('%H:%M:%S')}  {first}", flush=True)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/services/DEMO/DEMO/demo"
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_broker: bool) -> int:
     broker_env: dict[str, str] | None = None  # set when the demo starts (and stops) its own broker
     if not no_kafka and bootstrap is None:
         if shutil.which("java") is None:
@@ -89,29 +149,34 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
             return 1
         broker_env = {**os.environ, "KAFKA_PORT": str(DEMO_PORT), "KAFKA_HOME": "/var/tmp/spendlake-demo-kafka"}
     lake_path = Path(lake).resolve()
-    say(f"generating {events:,} usage events for November 2025 (3 customers, 6 teams, 60 keys, 12 models)")
-    values = traffic(events)
-    pipeline = Pipeline(Lake(lake_path), Catalog.builtin())
-    if no_kafka:
-        from ingest.source import ingest_files
-
-        with tempfile.TemporaryDirectory() as tmp:
-            src = Path(tmp) / "demo-traffic.jsonl"
-            src.write_bytes(b"\n".join(values) + b"\n")
-            say(f"--no-kafka: ingesting {src.name} through the file source into {lake_path}")
-            ingest_files([str(src)], pipeline)
-    else:
-        if broker_env is not None:
-            say(f"starting a local Kafka broker on 127.0.0.1:{DEMO_PORT} (first run fetches its jars from Maven Central)")
-            subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=broker_env, check=True)
-            bootstrap = f"127.0.0.1:{DEMO_PORT}"
-        assert bootstrap is not None
-        try:
-            _through_kafka(values, bootstrap, pipeline)
-        finally:
-            if broker_env is not None and not keep_broker:
-                subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=broker_env, check=False)
-    _report(lake_path)
+    work = lake_path / "_demo"
+    work.mkdir(parents=True, exist_ok=True)
+    end_ms = int(time.time() * 1000) - 2 * 3600 * 1000  # history ends two hours ago
+    say(f"[1/5] generating {events:,} usage events for the last 30 days (3 customers, 6 teams, 60 keys, 12 models)")
+    values = traffic(events, end_ms)
+    slack = SlackStandIn()
+    try:
+        if no_kafka:
+            _history_from_files(values, lake_path, work)
+        else:
+            if broker_env is not None:
+                say(f"starting a local Kafka broker on 127.0.0.1:{DEMO_PORT} (first run fetches its jars from Maven Central)")
+                subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=broker_env, check=True)
+                bootstrap = f"127.0.0.1:{DEMO_PORT}"
+            assert bootstrap is not None
+            try:
+                topic = _history_through_kafka(values, bootstrap, lake_path)
+                cfg = _write_config(lake_path, work, bootstrap, topic)
+                _live_through_serve(cfg, topic, bootstrap, slack, work)
+            finally:
+                if broker_env is not None and not keep_broker:
+                    subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=broker_env, check=False)
+        if no_kafka:
+            cfg = _write_config(lake_path, work, "127.0.0.1:9", "none")
+            _live_in_process(cfg, lake_path, work, slack)
+        _story(lake_path, cfg, work, slack)
+    finally:
+        slack.close()
     return 0
 
 
@@ -121,11 +186,15 @@ def _port_taken(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _through_kafka(values: list[bytes], bootstrap: str, pipeline: Any) -> None:
+def _history_through_kafka(values: list[bytes], bootstrap: str, lake: Path) -> str:
     from kafka import KafkaProducer
     from kafka.admin import KafkaAdminClient, NewTopic
 
     from ingest.consumer import KafkaIngestor, KafkaSettings
+    from ingest.lake import Lake
+    from ingest.pipeline import Pipeline
+    from pricing import Catalog
+    from spendlake.cli import Progress
 
     topic = f"llm-usage-demo-{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -139,37 +208,199 @@ def _through_kafka(values: list[bytes], bootstrap: str, pipeline: Any) -> None:
             say(f"produced {i:,} events to {topic}")
     producer.flush()
     producer.close()
-    say(f"produced {len(values):,} events in {time.monotonic() - t0:.1f} s; ingesting (exactly once, into Parquet)")
+    say(f"[2/5] produced {len(values):,} events in {time.monotonic() - t0:.1f} s; "
+        "ingesting (exactly once, into Parquet)")  # fmt: skip
     ks = KafkaSettings(bootstrap_servers=bootstrap, topic=topic, group_id=f"demo-{topic}")
-    from spendlake.cli import Progress
-
+    pipeline = Pipeline(Lake(lake), Catalog.builtin())
     KafkaIngestor(ks.consumer(), topic, pipeline, exit_when_idle_s=2.0, progress=Progress(2.0)).run()
+    return topic
 
 
-def _report(lake: Path) -> None:
+def _history_from_files(values: list[bytes], lake: Path, work: Path) -> None:
+    from ingest.lake import Lake
+    from ingest.pipeline import Pipeline
+    from ingest.source import ingest_files
+    from pricing import Catalog
+
+    src = work / "history.jsonl"
+    src.write_bytes(b"\n".join(values) + b"\n")
+    say(f"[2/5] --no-kafka: ingesting {len(values):,} events through the file source into {lake}")
+    ingest_files([str(src)], Pipeline(Lake(lake), Catalog.builtin()))
+    src.unlink()
+
+
+def _month_to_date(lake: Path) -> dict[str, float]:
+    """Spend of this calendar month (UTC) per team and customer, from the lake."""
     import duckdb
 
-    con = duckdb.connect()
-    con.execute(
-        f"create view ev as select * from read_parquet('{lake}/events/*/*.parquet') "
-        "qualify row_number() over (partition by event_id order by ingested_at) = 1"
-    )
-    total, n, unpriced = con.execute("select sum(cost_usd), count(*), count(*) - count(cost_usd) from ev").fetchone()  # type: ignore[misc]
-    print(f"\nNovember 2025: {n:,} requests, ${total:,.2f} spent, {unpriced:,} unpriced (no price known: cost NULL, not $0)\n")
-    print("Spend by customer and team")
-    for cust, team, usd in con.execute(
-        "select customer, team, sum(cost_usd) from ev group by all order by 1, 3 desc"
-    ).fetchall():
-        print(f"  {cust:<18} {team:<16} ${usd:>10,.2f}")
-    print("\nTop virtual keys")
-    for vk, usd in con.execute("select virtual_key, sum(cost_usd) s from ev group by 1 order by s desc limit 5").fetchall():
-        print(f"  {vk:<20} ${usd:>10,.2f}")
-    print("\nDaily spend (the runaway agent is the spike)")
-    days = con.execute("select strftime(timestamp, '%m-%d') d, sum(cost_usd) from ev group by 1 order by 1").fetchall()
-    peak = max(usd for _, usd in days) or 1.0
-    for day, usd in days:
-        print(f"  {day} {'█' * max(1, round(40 * usd / peak)):<40} ${usd:,.2f}")
-    print(f"\nThe lake: {lake}")
+    rows = duckdb.execute(
+        f"""SELECT team, customer, sum(cost_usd) FROM (
+              SELECT * FROM read_parquet('{lake}/events/*/*.parquet')
+              QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ingested_at) = 1)
+            WHERE "timestamp" >= date_trunc('month', now()) GROUP BY ALL"""
+    ).fetchall()
+    out: dict[str, float] = {}
+    for team, cust, usd in rows:
+        out[team] = out.get(team, 0.0) + float(usd or 0)
+        out[cust] = out.get(cust, 0.0) + float(usd or 0)
+    return out
+
+
+def _write_config(lake: Path, work: Path, bootstrap: str, topic: str) -> Path:
+    """Budgets that fit the history: customers and teams at ~60–75% of a monthly budget, every
+    key a daily budget, the runaway agent $25 a day."""
+    mtd = _month_to_date(lake)
+    lines = [f'[lake]\npath = "{lake}"\ntimezone = "UTC"\n',
+             f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ngroup_id = "demo-{topic}"\n',
+             '[metrics]\nlisten = "127.0.0.1:0"\n',
+             '[alerts]\nevaluation_interval = "2s"\nspike_floor_usd = 20.0\n',
+             '[[channels]]\nname = "demo-slack"\ntype = "slack"\nurl_env = "SPENDLAKE_DEMO_SLACK_URL"\n'
+             'kinds = ["budget", "budget_forecast", "cost_spike", "expensive_request"]\n']  # fmt: skip
+    for i, (cust, name) in enumerate(CUSTOMERS.items()):
+        limit = max(round(mtd.get(cust, 0.0) / (0.6 + 0.05 * i), -1), 100.0)
+        lines.append(f'[[customers]]\nid = "{cust}"\nname = "{name}"\n'
+                     f'budgets = [{{ max_limit = {limit}, reset_duration = "1M" }}]\n')  # fmt: skip
+    for i, (team, cust) in enumerate(TEAMS):
+        limit = max(round(mtd.get(team, 0.0) / (0.6 + 0.03 * i), -1), 50.0)
+        lines.append(f'[[teams]]\nid = "{team}"\ncustomer_id = "{cust}"\n'
+                     f'budgets = [{{ max_limit = {limit}, reset_duration = "1M" }}]\n')  # fmt: skip
+    for vk, team, _ in [*keys(), RUNAWAY]:
+        daily = RUNAWAY_DAILY_BUDGET if vk == RUNAWAY[0] else 20.0
+        lines.append(f'[[virtual_keys]]\nid = "{vk}"\nteam_id = "{team}"\n'
+                     f'budgets = [{{ max_limit = {daily}, reset_duration = "1d" }}]\n')  # fmt: skip
+    cfg = work / "spendlake.toml"
+    cfg.write_text("\n".join(lines))
+    return cfg
+
+
+def _live_through_serve(cfg: Path, topic: str, bootstrap: str, slack: SlackStandIn, work: Path) -> None:
+    from kafka import KafkaProducer
+
+    log = work / "serve.log"
+    env = {**os.environ, "SPENDLAKE_DEMO_SLACK_URL": slack.url}
+    serve = subprocess.Popen([sys.executable, "-m", "spendlake", "serve", "--config", str(cfg)],
+                             stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
+    try:
+        port = _wait_for_metrics(log, serve)
+        say(f"[3/5] spendlake serve is running: http://127.0.0.1:{port}/metrics (log: {log})")
+        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 over ~15 s "
+            f"against a ${RUNAWAY_DAILY_BUDGET:.0f} daily budget; alerts as they reach the Slack stand-in:")  # fmt: skip
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        for value in live_burst(LIVE_EVENTS):
+            producer.send(topic, value=value, key=RUNAWAY[0].encode())
+            time.sleep(15 / LIVE_EVENTS)
+        producer.flush()
+        producer.close()
+        _wait_for_alerts(slack)
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        try:
+            serve.wait(60)
+        except subprocess.TimeoutExpired:
+            serve.kill()
+
+
+def _wait_for_metrics(log: Path, serve: subprocess.Popen[bytes]) -> int:
+    import re
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        m = re.search(r"serving /metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text(errors="replace"))
+        if m:
+            return int(m.group(1))
+        if serve.poll() is not None:
+            raise RuntimeError(f"spendlake serve exited: {log.read_text(errors='replace')[-1500:]}")
+        time.sleep(0.2)
+    raise RuntimeError("spendlake serve did not start within 120 s")
+
+
+def _wait_for_alerts(slack: SlackStandIn, timeout: float = 30.0) -> None:
+    """Until the agent's 100% alert arrived (and a moment for the rest)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(f"{RUNAWAY[0]} at 100% of budget" in m for m in slack.messages):
+            time.sleep(2.0)
+            return
+        time.sleep(0.2)
+
+
+def _live_in_process(cfg: Path, lake: Path, work: Path, slack: SlackStandIn) -> None:
+    """--no-kafka: the burst through the file source, then serve's rollup and alerting in process."""
+    from aggregator.budgets import BudgetUsage
+    from aggregator.rollup import Rollup
+    from alerting.engine import AlertEngine
+    from ingest.lake import Lake
+    from ingest.pipeline import Pipeline
+    from ingest.source import ingest_files
+    from pricing import Catalog
+    from spendlake import settings as settings_mod
+
+    os.environ["SPENDLAKE_DEMO_SLACK_URL"] = slack.url
+    logging.getLogger("spendlake.alerts").setLevel(logging.WARNING)  # the Slack stand-in prints them
+    s = settings_mod.load(str(cfg))
+    assert s.hierarchy is not None
+    engine = AlertEngine(lake, s.hierarchy, s.alerting)
+    with Rollup(lake, budget_hook=BudgetUsage(s.hierarchy), event_hooks=[engine.on_fresh]) as rollup:
+        engine.start(rollup.con)
+        rollup.update()
+        engine.after_rollup(rollup)
+        say("[3/5] rollups, budgets and alerting running in process (--no-kafka: no serve, no /metrics)")
+        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 in three bursts "
+            f"against a ${RUNAWAY_DAILY_BUDGET:.0f} daily budget; alerts as they reach the Slack stand-in:")  # fmt: skip
+        burst = list(live_burst(LIVE_EVENTS))
+        pipeline = Pipeline(Lake(lake), Catalog.builtin(), enrich=s.hierarchy.fill)
+        for i, part in enumerate((burst[:65], burst[65:73], burst[73:])):  # ~82%, ~92%, ~200%
+            src = work / f"burst-{i}.jsonl"
+            src.write_bytes(b"\n".join(part) + b"\n")
+            ingest_files([str(src)], pipeline)
+            src.unlink()
+            rollup.update()
+            engine.after_rollup(rollup)
+            time.sleep(1.5)
+        _wait_for_alerts(slack)
+        engine.stop()
+        rollup.publish()
+
+
+def _story(lake: Path, cfg: Path, work: Path, slack: SlackStandIn) -> None:
+    import io
+
+    from alerting.report import build_report
+    from alerting.report_html import to_html
+    from spendlake import settings as settings_mod
+    from spendlake.budgets_cmd import evaluate, render
+
+    s = settings_mod.load(str(cfg))
+    assert s.hierarchy is not None
+    report = build_report(lake, s, "monthly", to_date=True)
+    html = work / "report.html"
+    html.write_text(to_html(report))
+    say("[5/5] the month so far, the budgets, the report")
+    print(f"\nLast 30 days: {_requests(lake):,} requests; this month so far ${report.total_cost:,.2f} "
+          f"({report.unpriced_requests:,} unpriced: no price known, cost NULL, not $0)")  # fmt: skip
+    print(f"Alerts delivered to the Slack stand-in: {len(slack.messages)}")
+    statuses = evaluate(lake, s.hierarchy, _now())
+    interesting = [x for x in statuses if x.type != "virtual_key" or x.utilization >= 0.5]
+    buf = io.StringIO()
+    buf.write(render(interesting, _now()))
+    print("\nBudgets (customers, teams, and keys at 50% or more)\n" + buf.getvalue())
+    print(f"The lake:   {lake}")
+    print(f"The report: {html}")
     print("Next:")
-    print(f"  python -c \"import duckdb; duckdb.sql(\\\"select model, sum(cost_usd) from '{lake}/events/*/*.parquet' group by 1 order by 2 desc\\\").show()\"")
-    print(f"  spendlake ingest --source my-usage-log.jsonl --lake {lake}")
+    print(f"  spendlake query --lake {lake} \"SELECT * FROM daily_cost_by_team ORDER BY day DESC LIMIT 12\"")
+    print(f"  spendlake alerts --config {cfg}")
+    print(f"  spendlake report --config {cfg} --period weekly --format md")
+    print(f"  spendlake budgets --config {cfg}")
+
+
+def _requests(lake: Path) -> int:
+    import duckdb
+
+    got = duckdb.execute(f"SELECT count(DISTINCT event_id) FROM read_parquet('{lake}/events/*/*.parquet')").fetchall()
+    return int(got[0][0])
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
