@@ -43,6 +43,7 @@ from typing import Any
 
 import duckdb
 
+from ingest.errors import SpendlakeError
 from ingest.lake import _fsync_dir  # fsyncs any path it can open read-only, a file too
 
 log = logging.getLogger("spendlake.rollup")
@@ -93,8 +94,9 @@ def sql_string(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-class StateLocked(RuntimeError):
-    """Another process (``spendlake serve``) holds the rollup state."""
+class StateLocked(SpendlakeError):
+    """Another process (``spendlake serve``) holds the rollup state. A SpendlakeError: the
+    command line reports it as one line (exit 1)."""
 
 
 def _measures_sql(prefix: str = "") -> str:

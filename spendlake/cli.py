@@ -49,7 +49,7 @@ def build_parser() -> Parser:
                      "'builtin', or a LiteLLM-format JSON file")
     ing.add_argument("--batch-records", type=int, help="cut a batch at this many records (default 50000)")
     ing.add_argument("--batch-bytes", type=int, help="cut a batch at this many bytes (default 32 MiB)")
-    ing.add_argument("--batch-age", type=float, metavar="SECONDS", help="cut a batch at this age (default 5)")
+    ing.add_argument("--batch-age", type=float, metavar="SECONDS", help="cut a batch at this age (default 1)")
     ing.add_argument("--dead-letter-topic", help="also produce dead letters to this Kafka topic")
     ing.add_argument("--quiet", action="store_true", help="no progress lines")
 

@@ -46,6 +46,10 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("metrics", "budget_details"): (bool, False),
     ("aggregator", "minute_retention_days"): (int, 3),
 }
+# Every top-level section or array of tables a config may have (a misspelt one is a mistake, not
+# a silently ignored block).
+SECTIONS = ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator", "alerts", "channels", "reports",
+            "customers", "teams", "virtual_keys")  # fmt: skip
 # Keys holding arrays of tables, validated by their owners.
 TABLES = {("pricing", "overrides")}
 POLICIES = ("catalog_first", "reported_first")
@@ -146,6 +150,9 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
             if (section, key) not in SCALARS and (section, key) not in TABLES:
                 known = ", ".join(k for s, k in SCALARS if s == section)
                 problems.append(f"[{section}] {key}: unknown key (known: {known})")
+    for section in raw:
+        if section not in SECTIONS:
+            problems.append(f"[{section}]: unknown section (known: {', '.join(SECTIONS)})")
     problems += check(values)
     hierarchy, bad = parse_hierarchy(raw, timezone=values.get(("lake", "timezone")))
     problems += bad
