@@ -25,7 +25,6 @@ from alerting import outbox
 from alerting.config import Alerting, ReportSchedule
 from alerting.landed import LandedWatch
 from alerting.outbox import Dispatcher, Record, Sender
-from alerting.records import Delivered
 from alerting.rules import Rules
 from ingest.lake import _fsync_dir
 
@@ -43,10 +42,7 @@ PUBLISHED = {
 def default_sender() -> Sender:
     from alerting.channels import send
 
-    def go(channel: Any, alert: Any) -> Delivered:
-        return send(channel, alert)
-
-    return go
+    return send
 
 
 class AlertEngine:

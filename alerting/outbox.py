@@ -26,7 +26,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -125,32 +125,15 @@ def backoff_s(failures: int, cap_s: float, rng: random.Random | None = None) -> 
     return base * (0.8 + 0.4 * (rng or random).random())
 
 
-@dataclass
-class Counters:
-    """Deliveries by (channel, result) since start, for /metrics."""
-
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    sent: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    def add(self, channel: str, result: str) -> None:
-        with self.lock:
-            self.sent[(channel, result)] = self.sent.get((channel, result), 0) + 1
-
-    def snapshot(self) -> dict[tuple[str, str], int]:
-        with self.lock:
-            return dict(self.sent)
-
-
 class Dispatcher:
     """One delivery worker thread per channel, each with a DuckDB cursor of its own."""
 
     def __init__(self, cursor: Callable[[], duckdb.DuckDBPyConnection], channels: Sequence[Channel], rules: Rules,
-                 sender: Sender, counters: Counters | None = None, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 sender: Sender, clock: Callable[[], float] = time.time) -> None:  # fmt: skip
         self.cursor = cursor
         self.channels = list(channels)
         self.rules = rules
         self.sender = sender
-        self.counters = counters or Counters()
         self.clock = clock
         self._stop = threading.Event()
         self._wake = {c.name: threading.Event() for c in self.channels}
@@ -260,7 +243,6 @@ class Dispatcher:
             waited = now - created_at.timestamp()
             if waited >= self.rules.give_up_after_s:
                 self._finish(con, did, attempts, "failed", None, f"gave up after {attempts} attempts: {exc.reason}")
-                self.counters.add(channel.name, "failed")
                 log.error("channel %s: %s failed for good after %d attempts: %s", channel.name, alert.key, attempts,
                           exc.reason)  # fmt: skip
                 return None
@@ -269,23 +251,19 @@ class Dispatcher:
             con.execute("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
                         [attempts, datetime.fromtimestamp(now + pause, UTC), exc.reason, did])  # fmt: skip
             self.changes += 1
-            self.counters.add(channel.name, "retry")
             log.warning("channel %s: %s not delivered (%s); retrying in %.1f s", channel.name, alert.kind,
                         exc.reason, pause)  # fmt: skip
             return pause if exc.retry_after is not None else -1.0
         except TerminalError as exc:
             self._finish(con, did, attempts, "failed", None, exc.reason)
-            self.counters.add(channel.name, "failed")
             log.error("channel %s: %s refused for good: %s", channel.name, alert.kind, exc.reason)
             return None
         except Exception as exc:  # a bug in rendering: record it, do not loop on it
             reason = f"internal error: {type(exc).__name__}"
             self._finish(con, did, attempts, "failed", None, reason)
-            self.counters.add(channel.name, "failed")
             log.exception("channel %s: %s could not be sent", channel.name, alert.key)
             return None
         self._finish(con, did, attempts, "delivered", got.status, None)
-        self.counters.add(channel.name, "delivered")
         log.info("channel %s: delivered %s %s", channel.name, alert.kind, alert.title)
         return None
 

@@ -21,7 +21,6 @@ for alerting; its incident is resolved), ``forecast:<budget id>:<period start>:<
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -371,6 +370,3 @@ class Rules:
             out.append(self._rec(alert, subject=f"{provider}/{model}"))
         return out
 
-
-def keys_of(records: Sequence[Record]) -> list[str]:
-    return [r.alert.key for r in records]

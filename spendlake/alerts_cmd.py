@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     if args.format == "json":
         sys.stdout.write(json.dumps(_as_json(alerts, deliveries), indent=2, default=str) + "\n")
     else:
-        sys.stdout.write(render(alerts, deliveries, sys.stdout))
+        sys.stdout.write(render(alerts, deliveries))
     return 0
 
 
@@ -77,7 +77,7 @@ def _as_json(alerts: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> 
              "deliveries": by_alert.get(a["key"], [])} for a in alerts]  # fmt: skip
 
 
-def render(alerts: list[dict[str, Any]], deliveries: list[dict[str, Any]], out: TextIO | None = None) -> str:
+def render(alerts: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> str:
     if not alerts:
         return "No alerts yet.\n"
     by_alert: dict[str, list[dict[str, Any]]] = {}
