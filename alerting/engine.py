@@ -55,6 +55,7 @@ class AlertEngine:
         self.sender = sender or default_sender()
         self.report = report  # (schedule, now) -> Alert of kind "report", or None
         self.dispatcher: Dispatcher | None = None
+        self._wake_after_commit = False  # the per-event rule recorded alerts in a rollup transaction
         self.watch: LandedWatch | None = None
         self._published: tuple[int, int] | None = None
         self.con: duckdb.DuckDBPyConnection | None = None
@@ -63,8 +64,6 @@ class AlertEngine:
     def on_fresh(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
         if self.rules.on_fresh(con, table) and self.dispatcher is not None:
             self._wake_after_commit = True
-
-    _wake_after_commit = False
 
     def start(self, con: duckdb.DuckDBPyConnection) -> None:
         """Create the outbox tables in the state, start one delivery worker per channel."""
