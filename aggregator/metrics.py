@@ -90,6 +90,7 @@ class Health:
     lag: dict[tuple[str, int], int] = field(default_factory=dict)  # (topic, partition) -> records behind
     rollup_at: float | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    intake: Any = None  # ingest.intake.IntakeStats, when serve runs the HTTP intake
 
 
 class Exporter:
@@ -235,6 +236,26 @@ class Exporter:
         if rolled is not None:
             _family(out, "spendlake_rollup_last_update_timestamp_seconds", "gauge", "Last rollup update",
                     [f"spendlake_rollup_last_update_timestamp_seconds {_num(rolled)}\n"])  # fmt: skip
+        if self.health.intake is not None:
+            self._intake(self.health.intake, out)
+
+    @staticmethod
+    def _intake(stats: Any, out: list[str]) -> None:
+        """The HTTP/OTLP intake's counters (process-local: they restart at 0 with serve)."""
+        with stats.lock:
+            requests, records = sorted(stats.requests.items()), sorted(stats.records.items())
+            rejected, sizes, skipped = sorted(stats.rejected.items()), sorted(stats.bytes.items()), stats.skipped_spans
+        _family(out, "spendlake_intake_requests_total", "counter", "Intake requests by endpoint and HTTP status",
+                (f"spendlake_intake_requests_total{_labels(('endpoint', 'code'), (e, c))} {_num(n)}\n"
+                 for (e, c), n in requests))
+        _family(out, "spendlake_intake_records_total", "counter", "Records received by intake, accepted or rejected",
+                (f"spendlake_intake_records_total{_labels(('endpoint', 'result'), k)} {_num(n)}\n" for k, n in records))
+        _family(out, "spendlake_intake_rejected_total", "counter", "Rejected records by the field at fault",
+                (f"spendlake_intake_rejected_total{_labels(('endpoint', 'reason'), k)} {_num(n)}\n" for k, n in rejected))
+        _family(out, "spendlake_intake_spans_skipped_total", "counter", "OTLP spans without GenAI usage (not LLM calls)",
+                [f"spendlake_intake_spans_skipped_total {_num(skipped)}\n"])
+        _family(out, "spendlake_intake_received_bytes_total", "counter", "Request body bytes as received (before gzip)",
+                (f"spendlake_intake_received_bytes_total{_labels(('endpoint',), (e,))} {_num(n)}\n" for e, n in sizes))  # fmt: skip
 
 
     @staticmethod

@@ -16,11 +16,13 @@ from typing import Any
 
 import orjson
 
+from ingest import otlp
 from ingest.adapters import normalize
 from ingest.errors import BadRecord
 from pricing.names import canonical_provider, split_model
 
 MAX_RECORD_BYTES = 1_048_576
+MAX_OTLP_RECORD_BYTES = 16 * 1_048_576  # a Collector batch of spans is one record
 MAX_TOKENS = 100_000_000  # per field and request; anything above is a unit bug upstream
 MAX_ID_CHARS = 256
 MAX_LABEL_CHARS = 256
@@ -45,6 +47,12 @@ Row = tuple[Any, ...]
 
 def decode(raw: bytes) -> Row:
     """Raw bytes of one record → a validated row (ROW_FIELDS order). Raises BadRecord."""
+    fmt, ev = parse(raw)
+    return validate(ev, fmt)
+
+
+def parse(raw: bytes) -> tuple[str, dict[str, Any]]:
+    """Raw bytes of one record → (input format, canonical event dict), not yet validated."""
     if len(raw) > MAX_RECORD_BYTES:
         raise BadRecord("(record)", f"{len(raw)} bytes", f"at most {MAX_RECORD_BYTES} bytes")
     try:
@@ -55,8 +63,43 @@ def decode(raw: bytes) -> Row:
         except UnicodeDecodeError as uexc:
             raise BadRecord("(record)", raw[:40], f"UTF-8 text ({uexc.reason})") from None
         raise BadRecord("(record)", raw[:40], f"one JSON object ({exc})") from None
-    fmt, ev = normalize(obj)
-    return validate(ev, fmt)
+    return normalize(obj)
+
+
+def decode_record(raw: bytes, names: otlp.AttributeNames = otlp.DEFAULT_NAMES) -> tuple[list[Row], list[BadRecord]]:
+    """One record → its rows and the errors of the events in it that failed. A record is one
+    event, except an OTLP traces request (the Collector's Kafka exporter writes one per record),
+    which holds one event per GenAI span. Raises BadRecord when the record as a whole is unusable."""
+    kind = otlp.sniff(raw)
+    if kind is None:
+        return [decode(raw)], []
+    if len(raw) > MAX_OTLP_RECORD_BYTES:
+        raise BadRecord("(record)", f"{len(raw)} bytes", f"an OTLP record of at most {MAX_OTLP_RECORD_BYTES} bytes")
+    if kind == "otlp_proto":
+        try:
+            spans = otlp.from_proto(otlp.parse_proto(raw), names)
+        except BadRecord as exc:
+            exc.evidence = b""  # undecodable protobuf may hold prompt text: keep none of it
+            raise
+    else:
+        try:
+            spans = otlp.from_json(orjson.loads(raw), names)
+        except orjson.JSONDecodeError:
+            return [decode(raw)], []  # not JSON after all: decode() words the error
+    return otlp_rows(spans)
+
+
+def otlp_rows(spans: otlp.Spans) -> tuple[list[Row], list[BadRecord]]:
+    """Validated rows of an OTLP request's events; each failure keeps its span as evidence."""
+    rows: list[Row] = []
+    bad = [exc for _, exc in spans.rejected]
+    for ev in spans.events:
+        try:
+            rows.append(validate(ev, "otlp"))
+        except BadRecord as exc:
+            exc.evidence = orjson.dumps(ev)
+            bad.append(exc)
+    return rows, bad
 
 
 def validate(ev: dict[str, Any], fmt: str) -> Row:

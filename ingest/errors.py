@@ -32,6 +32,10 @@ class SpendlakeError(Exception):
 class BadRecord(SpendlakeError):
     """One input record cannot be used. Carries the field, the bad value and what was allowed."""
 
+    # What a dead letter keeps instead of the whole record, when the record held several events
+    # and only this one failed (an OTLP span): never prompt or response text.
+    evidence: bytes | None = None
+
     def __init__(self, field: str, value: Any, allowed: str) -> None:
         self.field = field
         self.value = value

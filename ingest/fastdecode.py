@@ -24,8 +24,9 @@ import pyarrow.json as pj
 
 from ingest.decode import (
     MAX_DURATION_S, MAX_EPOCH_MS, MAX_ID_CHARS, MAX_IMAGES, MAX_RECORD_BYTES, MAX_LABEL_CHARS, MAX_TOKENS,
-    MIN_EPOCH_MS, Row, _timestamp, decode,
+    MIN_EPOCH_MS, Row, _timestamp, decode_record,
 )  # fmt: skip
+from ingest.otlp import DEFAULT_NAMES, AttributeNames
 from ingest.errors import BadRecord
 from ingest.schema import ATTRIBUTION_COLUMNS, EVENT_SCHEMA, TOKEN_COLUMNS, TS
 from pricing.names import canonical_provider, split_model
@@ -52,12 +53,14 @@ SCHEMAS = {"int": _json_schema(pa.int64()), "str": _json_schema(pa.string())}
 class BatchDecoder:
     """Decodes batches; remembers which timestamp encoding the stream used last."""
 
-    def __init__(self) -> None:
+    def __init__(self, otlp_names: AttributeNames = DEFAULT_NAMES) -> None:
         self._ts_kind = "int"
+        self.otlp_names = otlp_names
 
     def decode(self, values: Sequence[bytes]) -> tuple[pa.Table, list[int], list[tuple[int, BadRecord]]]:
         """values → (events in EVENT_SCHEMA, the index in `values` of each row, the bad ones).
-        Rows come out in index order."""
+        Rows come out in index order; an OTLP record's rows share its index (and so do its bad
+        spans in `bad`)."""
         # Candidates: one JSON object per value (Arrow splits on newlines, and a buffer of only
         # `null` crashes its reader), canonical by the adapters' rule (event_id, no usage).
         fast = [
@@ -81,10 +84,13 @@ class BatchDecoder:
         bad: list[tuple[int, BadRecord]] = []
         for i in sorted(slow):
             try:
-                rows.append(decode(values[i]))
-                row_idx.append(i)
+                got, failed = decode_record(values[i], self.otlp_names)
             except BadRecord as exc:
                 bad.append((i, exc))
+                continue
+            rows += got
+            row_idx += [i] * len(got)  # an OTLP record holds many events: they share its offset
+            bad += [(i, exc) for exc in failed]
         if rows:
             cols = list(zip(*rows))
             tables.append(pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, EVENT_SCHEMA)],

@@ -23,6 +23,7 @@ from ingest.decode import MAX_RECORD_BYTES
 from ingest.errors import LakeConflict
 from ingest.fastdecode import BatchDecoder
 from ingest.lake import Lake, Manifest
+from ingest.otlp import DEFAULT_NAMES, AttributeNames
 from ingest.schema import DEAD_LETTER_SCHEMA, LAKE_SCHEMA, TS
 from pricing import Catalog, Override, price_table
 
@@ -85,6 +86,7 @@ class Pipeline:
         on_dead_letter: Callable[[pa.Table], None] | None = None,
         enrich: Callable[[pa.Table], pa.Table] | None = None,
         on_written: Callable[[list[Committed]], None] | None = None,
+        otlp_names: AttributeNames = DEFAULT_NAMES,
     ) -> None:
         """``enrich`` runs on each decoded batch before pricing (serve fills team and customer
         from the budget hierarchy there); ``on_written`` after each write, on the writer's
@@ -103,7 +105,7 @@ class Pipeline:
         self._records = 0
         self._bytes = 0
         self._opened_at: float | None = None
-        self._decoder = BatchDecoder()
+        self._decoder = BatchDecoder(otlp_names)
 
     # --- intake ----------------------------------------------------------------------------
 
@@ -178,7 +180,8 @@ class Pipeline:
             stream, partition = buf.stream, buf.partition
             decoded, rows_at, bad = self._decoder.decode(buf.values)
             events, dates = self._event_table(buf, decoded, rows_at, now)
-            dead_letters = [(buf.offsets[i], buf.keys[i], buf.values[i], e.field, str(e)) for i, e in bad]
+            dead_letters = [(buf.offsets[i], buf.keys[i], buf.values[i] if e.evidence is None else e.evidence,
+                             e.field, str(e)) for i, e in bad]  # fmt: skip
             dead = self._dead_table(buf, dead_letters, now) if dead_letters else None
             try:
                 manifest = self.lake.commit(
@@ -218,9 +221,8 @@ class Pipeline:
         if self.enrich is not None:
             events = self.enrich(events)
         costs = price_table(events, self.catalog, policy=self.pricing_policy, overrides=self.overrides)
-        offsets = pa.array(buf.offsets, pa.int64())
-        if n != len(buf.offsets):
-            offsets = offsets.take(pa.array(rows_at))
+        # each row's own offset: dead letters leave gaps, an OTLP record's rows repeat its offset
+        offsets = pa.array(buf.offsets, pa.int64()).take(pa.array(rows_at, pa.int64()))
         source = [
             pa.repeat(pa.scalar(buf.topic, pa.string()), n),
             pa.repeat(pa.scalar(buf.partition, pa.int32()), n),

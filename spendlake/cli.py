@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from ingest.errors import SpendlakeError
+from ingest.errors import PipelineFailure, SpendlakeError
 from spendlake import settings as settings_mod
 
 log = logging.getLogger("spendlake")
@@ -95,7 +95,10 @@ def build_parser() -> Parser:
     sv = sub.add_parser("serve", help="the long-running service: consume, roll up, evaluate budgets, serve /metrics",
                         description="Consume the usage topic into the lake, roll up after each flush (and every "
                         "[alerts] evaluation_interval), keep budget usage, and serve Prometheus metrics on [metrics] "
-                        "listen. SIGTERM/SIGINT flush, commit and exit cleanly.")
+                        "listen. With an [intake] section it also takes usage over HTTP: OTLP/HTTP traces on POST "
+                        "/v1/traces and events on POST /v1/events, produced to Kafka before the 200. Without a "
+                        "[kafka] section (or --bootstrap-servers) it runs embedded: no broker, the intake spools to "
+                        "local disk and serve lands the spool. SIGTERM/SIGINT flush, commit and exit cleanly.")
     sv.add_argument("--config", help="spendlake.toml (flags override it)")
     sv.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka brokers, comma-separated")
     sv.add_argument("--topic", help="topic to consume (default llm-usage)")
@@ -104,6 +107,9 @@ def build_parser() -> Parser:
     sv.add_argument("--listen", metavar="HOST:PORT", help="/metrics address (default 127.0.0.1:9464; port 0 = any free port)")
     sv.add_argument("--catalog", help="price catalog: 'auto' (default), 'builtin' or a LiteLLM-format JSON file")
     sv.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop after this many seconds without a new record")
+    sv.add_argument("--intake-listen", metavar="HOST:PORT",
+                    help="serve the HTTP intake (OTLP /v1/traces, /v1/events) here (default: [intake] listen when "
+                    "the config has an [intake] section, else off)")
 
     ru = sub.add_parser("rollup", help="bring the DuckDB rollups and published Parquet rollups up to date, once",
                         description="Roll up the lake files not rolled up yet (serve does this continuously) and "
@@ -389,7 +395,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from ingest.consumer import KafkaIngestor
     from ingest.lake import Lake
     from ingest.pipeline import Pipeline
-    from spendlake.serve import Service
+    from ingest.spool import Spool
+    from ingest.spool_source import SpoolIngestor
+    from spendlake.serve import Service, start_intake
 
     cfg = settings_mod.load(args.config).with_overrides(
         {
@@ -399,14 +407,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("lake", "path"): args.lake,
             ("pricing", "catalog"): args.catalog,
             ("metrics", "listen"): args.listen,
+            ("intake", "listen"): args.intake_listen,
         }
     )
     problems = settings_mod.check(cfg.values)
     host, _, port = cfg.get("metrics", "listen").rpartition(":")
     if not host or not port.isdigit():
         problems.append(f"[metrics] listen: got {cfg.get('metrics', 'listen')!r}, expected HOST:PORT")
+    intake_on = cfg.intake_configured or args.intake_listen is not None
+    if args.intake_listen is not None and not cfg.intake_configured:
+        problems.append("--intake-listen needs an [intake] section in the config saying who may send "
+                        "(tokens_env, tokens_file or allow_unauthenticated = true)")  # fmt: skip
     if problems:
         raise settings_mod.ConfigError(problems, "command line")
+    kafka_mode = cfg.kafka_configured or args.bootstrap_servers is not None
     catalog, policy, overrides = _pricing(cfg)
     hierarchy = cfg.hierarchy
     assert hierarchy is not None
@@ -424,24 +438,52 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       minute_retention_days=cfg.get("aggregator", "minute_retention_days"))  # fmt: skip
     limits = _limits(cfg)
     pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
-                        enrich=hierarchy.fill, on_written=service.after_flush)  # fmt: skip
+                        enrich=hierarchy.fill, on_written=service.after_flush,
+                        otlp_names=cfg.intake_names())  # fmt: skip
     ks = _kafka_settings(cfg)
-    try:
-        consumer = ks.consumer()
-    except Exception as exc:
-        sys.stderr.write(f"spendlake: cannot reach Kafka at {ks.bootstrap_servers}: {exc}\n")
-        return EXIT_FAILURE
+    spool = None
+    ingestor: Any
+    if kafka_mode:
+        try:
+            consumer = ks.consumer()
+        except Exception as exc:
+            sys.stderr.write(f"spendlake: cannot reach Kafka at {ks.bootstrap_servers}: {exc}\n")
+            return EXIT_FAILURE
+        ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle)
+        ingestor.progress = service.lag_probe(consumer)
+        source = f"consuming {ks.topic} as {ks.group_id}"
+    else:
+        spool_dir = cfg.get("intake", "spool_dir") or str(Path(lake_path) / "_spool")
+        try:
+            spool = Spool(spool_dir)
+        except (OSError, PipelineFailure) as exc:
+            sys.stderr.write(f"spendlake: cannot open the spool {spool_dir}: {exc}\n")
+            return EXIT_FAILURE
+        ingestor = SpoolIngestor(spool, pipeline, exit_when_idle_s=args.exit_when_idle)
+        source = f"no [kafka]: landing the intake spool {spool_dir}"
     service.start()
-    sys.stderr.write(f"spendlake: serving /metrics on http://{host}:{service.metrics_port}/metrics; "
-                     f"consuming {ks.topic} as {ks.group_id}\n")  # fmt: skip
-    ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle)
-    ingestor.progress = service.lag_probe(consumer)
+    intake = None
+    try:
+        if intake_on:
+            intake = start_intake(cfg, service.health, spool, ks if kafka_mode else None)
+    except (ValueError, OSError) as exc:
+        service.stop()
+        sys.stderr.write(f"spendlake: cannot start the intake: {exc}\n")
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAILURE
+    sys.stderr.write(f"spendlake: serving /metrics on http://{host}:{service.metrics_port}/metrics; {source}\n")
+    if intake is not None:
+        ih, ip = intake.server_address[:2]
+        sys.stderr.write(f"spendlake: intake on http://{ih}:{ip} (POST /v1/traces, POST /v1/events)\n")
     ingestor.install_signal_handlers()
     try:
         ingestor.run()
     finally:
+        if intake is not None:
+            intake.close()
         service.stop()
-    _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
+        if spool is not None:
+            spool.close()
+    _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}" if kafka_mode else "the intake spool")
     return EXIT_OK
 
 

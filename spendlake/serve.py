@@ -188,3 +188,54 @@ class Service:
             self.rollup.close()
         if getattr(self, "_server", None) is not None:
             self._server.shutdown()
+
+
+class RunningIntake:
+    """The intake's servers and sink, stopped together (before the consumer's last flush)."""
+
+    def __init__(self, server: Any, sink: Any, grpc: Any = None) -> None:
+        self.server, self.sink, self.grpc = server, sink, grpc
+
+    @property
+    def server_address(self) -> tuple[str, int]:
+        return self.server.server_address[:2]  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self.grpc is not None:
+            self.grpc.stop(grace=2).wait(5)
+        self.server.shutdown()
+        self.server.server_close()
+        self.sink.close()
+
+
+def start_intake(cfg: Any, health: Health, spool: Any, kafka: Any) -> RunningIntake:
+    """Start `[intake]`: HTTP (and gRPC when `grpc_listen` is set), writing to Kafka when serve
+    consumes Kafka, else to the local spool. Raises ValueError for a token variable or file that
+    cannot be used (never showing a token) and OSError when an address cannot be bound."""
+    from ingest.intake import Intake, IntakeStats, KafkaSink, SpoolSink, Tokens
+    from ingest.intake.http import IntakeServer
+
+    get = cfg.get
+    tokens = Tokens.load(get("intake", "tokens_env"), get("intake", "tokens_file"), get("intake", "allow_unauthenticated"))
+    sink: Any
+    if kafka is not None:
+        sink = KafkaSink(kafka.bootstrap_servers, kafka.topic, kafka.security, get("intake", "ack_timeout"))
+    else:
+        sink = SpoolSink(spool)
+    stats = IntakeStats()
+    health.intake = stats
+    intake = Intake(sink, cfg.intake_names(), stats)
+    host, _, port = get("intake", "listen").rpartition(":")
+    server = IntakeServer((host.strip("[]"), int(port)), intake, tokens, max_body_bytes=get("intake", "max_body_bytes"),
+                          read_timeout_s=get("intake", "read_timeout"))  # fmt: skip
+    server.start()
+    grpc = None
+    if get("intake", "grpc_listen"):
+        try:
+            from ingest.intake.grpc import serve_grpc
+        except ImportError:
+            server.shutdown()
+            raise ValueError("[intake] grpc_listen needs grpcio: pip install 'spendlake[grpc]'") from None
+        grpc = serve_grpc(get("intake", "grpc_listen"), intake, tokens, get("intake", "max_body_bytes"))
+        log.info("OTLP/gRPC intake on %s", get("intake", "grpc_listen"))
+    return RunningIntake(server, sink, grpc)

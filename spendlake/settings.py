@@ -45,13 +45,23 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("metrics", "top_virtual_keys"): (int, 20),
     ("metrics", "budget_details"): (bool, False),
     ("aggregator", "minute_retention_days"): (int, 3),
+    ("intake", "listen"): (str, "127.0.0.1:4318"),
+    ("intake", "grpc_listen"): (str, ""),
+    ("intake", "tokens_env"): (str, ""),
+    ("intake", "tokens_file"): (str, ""),
+    ("intake", "allow_unauthenticated"): (bool, False),
+    ("intake", "max_body_bytes"): (int, 16 * 1024 * 1024),
+    ("intake", "read_timeout"): (float, 10.0),
+    ("intake", "ack_timeout"): (float, 10.0),
+    ("intake", "spool_dir"): (str, ""),
 }
 # Every top-level section or array of tables a config may have (a misspelt one is a mistake, not
 # a silently ignored block).
-SECTIONS = ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator", "alerts", "channels", "reports",
-            "customers", "teams", "virtual_keys")  # fmt: skip
+SECTIONS = ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator", "intake", "alerts", "channels",
+            "reports", "customers", "teams", "virtual_keys")  # fmt: skip
 # Keys holding arrays of tables, validated by their owners.
-TABLES = {("pricing", "overrides")}
+TABLES = {("pricing", "overrides"), ("intake", "attributes")}
+LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 POLICIES = ("catalog_first", "reported_first")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 
@@ -75,6 +85,27 @@ class Settings:
     overrides: tuple[Override, ...] = ()  # [[pricing.overrides]], validated
     hierarchy: Hierarchy | None = None  # [[customers]], [[teams]], [[virtual_keys]], validated
     alerting: Alerting = field(default_factory=Alerting)  # [alerts], [[channels]], [[reports]]
+
+    @property
+    def kafka_configured(self) -> bool:
+        """serve consumes Kafka when a [kafka] section or a bootstrap override says so; without
+        one it runs embedded (HTTP intake → local spool → lake)."""
+        return "kafka" in self.raw or self.kafka_override
+
+    kafka_override: bool = False  # --bootstrap-servers or SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS
+
+    @property
+    def intake_configured(self) -> bool:
+        return "intake" in self.raw
+
+    def intake_names(self) -> Any:
+        """[intake.attributes]: attribute-name lists replacing the defaults per field."""
+        from dataclasses import replace as _replace
+
+        from ingest.otlp import DEFAULT_NAMES
+
+        attrs = (self.raw.get("intake") or {}).get("attributes") or {}
+        return _replace(DEFAULT_NAMES, **{k: tuple(v) for k, v in attrs.items()})
 
     @property
     def evaluation_interval_s(self) -> float:  # [alerts] evaluation_interval
@@ -141,7 +172,7 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
             problems.append(f"[{section}] {key}: got {value!r}, expected {typ.__name__}")
             continue
         values[(section, key)] = value
-    for section in ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator"):
+    for section in ("kafka", "lake", "pricing", "ingest", "metrics", "aggregator", "intake"):
         sec = raw.get(section, {})
         if not isinstance(sec, dict):
             problems.append(f"[{section}]: expected a table, got {sec!r}")
@@ -161,9 +192,34 @@ def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
     pricing = raw.get("pricing")
     overrides, bad = parse_overrides(pricing.get("overrides") if isinstance(pricing, dict) else None)
     problems += bad
+    problems += _check_intake(raw.get("intake"))
     if problems:
         raise ConfigError(problems, source)
-    return Settings(values, raw, source, tuple(overrides), hierarchy, alerting)
+    return Settings(values, raw, source, tuple(overrides), hierarchy, alerting,
+                    kafka_override="SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS" in env)  # fmt: skip
+
+
+def _check_intake(sec: Any) -> list[str]:
+    """[intake.attributes] lists; a listen address; who may send (tokens, or explicitly nobody)."""
+    if not isinstance(sec, dict):
+        return []
+    from ingest.otlp import DEFAULT_NAMES
+
+    problems = []
+    attrs = sec.get("attributes", {})
+    known = [f for f, _ in DEFAULT_NAMES.fields()]
+    if not isinstance(attrs, dict):
+        problems.append(f"[intake.attributes]: expected a table of field = [attribute names], got {attrs!r}")
+        attrs = {}
+    for k, v in attrs.items():
+        if k not in known:
+            problems.append(f"[intake.attributes] {k}: unknown field (known: {', '.join(known)})")
+        elif not isinstance(v, list) or not v or not all(isinstance(x, str) and x for x in v):
+            problems.append(f"[intake.attributes] {k}: got {v!r}, expected a non-empty list of attribute names")
+    if not (sec.get("tokens_env") or sec.get("tokens_file") or sec.get("allow_unauthenticated") is True):
+        problems.append("[intake]: say who may send: tokens_env or tokens_file (bearer tokens), or "
+                        "allow_unauthenticated = true (loopback listen addresses only)")  # fmt: skip
+    return problems
 
 
 def check(values: dict[tuple[str, str], Any]) -> list[str]:
@@ -182,6 +238,20 @@ def check(values: dict[tuple[str, str], Any]) -> list[str]:
         v = values.get(("ingest", key))
         if v is not None and v <= 0:
             problems.append(f"[ingest] {key}: got {v!r}, expected a number > 0")
+    for key in ("listen", "grpc_listen"):
+        hp = values.get(("intake", key), "")
+        if not hp:
+            continue
+        host, _, port = hp.rpartition(":")
+        if not host or not port.isdigit():
+            problems.append(f"[intake] {key}: got {hp!r}, expected HOST:PORT")
+        elif values.get(("intake", "allow_unauthenticated")) and not host.startswith(LOOPBACK):
+            problems.append(f"[intake] allow_unauthenticated = true is refused on {hp!r}: only on a loopback "
+                            "address (127.0.0.1, ::1); elsewhere give tokens_env or tokens_file")  # fmt: skip
+    for key in ("max_body_bytes", "read_timeout", "ack_timeout"):
+        v = values.get(("intake", key))
+        if v is not None and v <= 0:
+            problems.append(f"[intake] {key}: got {v!r}, expected a number > 0")
     servers = values.get(("kafka", "bootstrap_servers"), "")
     for hp in servers.split(","):
         host, _, port = hp.strip().rpartition(":")

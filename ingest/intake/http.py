@@ -1,0 +1,236 @@
+"""The HTTP edge of intake: OTLP/HTTP `POST /v1/traces` and `POST /v1/events` (contract 7).
+
+Answers, per the OTLP/HTTP specification where it applies:
+
+- 200: every accepted record is durable (sink.py). /v1/traces answers an
+  ExportTraceServiceResponse in the request's encoding, with `partial_success` (rejected span
+  count and a message) when some spans could not become events; /v1/events answers
+  `{"accepted": N, "rejected": [{"index", "field", "value", "error"}], "rejected_count": M}`.
+- 400: the body is not what the path takes (a `google.rpc.Status` for /v1/traces, in the
+  request's encoding); also /v1/events when every record in it was rejected.
+- 401 without a valid bearer token; 404 / 405 for other paths and methods; 411 without
+  Content-Length; 413 over `max_body_bytes` (before or after gzip); 415 for another content
+  type or encoding; 408 when the client stops sending mid-body (`read_timeout`);
+  503 + Retry-After when the records could not be made durable now.
+
+A request is never answered with a traceback; tokens and bodies are never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import zlib
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+
+from ingest.errors import BadRecord
+from ingest.intake.auth import Tokens
+from ingest.intake.core import Intake, Result
+from ingest.intake.sink import Unavailable
+
+log = logging.getLogger("spendlake.intake")
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+INVALID_ARGUMENT = 3  # google.rpc.Code
+UNAVAILABLE = 14
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+        super().__init__(message)
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def rpc_status(code: int, message: str) -> bytes:
+    """A google.rpc.Status protobuf: field 1 code, field 2 message (no library needed)."""
+    msg = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
+
+
+def trace_response(result: Result, encoding: str) -> bytes:
+    """An ExportTraceServiceResponse, with partial_success when spans were rejected."""
+    if not result.rejected:
+        return b"" if encoding == "protobuf" else b"{}"
+    message = "; ".join(f"span {i}: {exc}" for i, exc in result.rejected[:5])
+    if len(result.rejected) > 5:
+        message += f"; ... and {len(result.rejected) - 5} more"
+    if encoding == "json":
+        return orjson.dumps({"partialSuccess": {"rejectedSpans": str(len(result.rejected)), "errorMessage": message}})
+    msg = message.encode()
+    inner = b"\x08" + _varint(len(result.rejected)) + b"\x12" + _varint(len(msg)) + msg
+    return b"\x0a" + _varint(len(inner)) + inner
+
+
+class IntakeServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], intake: Intake, tokens: Tokens, *,
+                 max_body_bytes: int = 16 * 1024 * 1024, read_timeout_s: float = 10.0) -> None:  # fmt: skip
+        self.intake = intake
+        self.tokens = tokens
+        self.max_body_bytes = max_body_bytes
+        handler = type("Handler", (_Handler,), {"timeout": read_timeout_s})
+        super().__init__(address, handler)
+
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    def start(self) -> threading.Thread:
+        t = threading.Thread(target=self.serve_forever, name="intake-http", daemon=True)
+        t.start()
+        return t
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive: exporters send batch after batch on one connection
+    server: IntakeServer
+    server_version = "spendlake-intake"
+    sys_version = ""
+
+    def do_POST(self) -> None:  # noqa: N802
+        path = self.path.split("?", 1)[0]
+        endpoint = path if path in ("/v1/traces", "/v1/events") else "other"
+        encoding = "json"
+        size = 0
+        try:
+            if endpoint == "other":
+                raise HttpError(404, f"no such endpoint {path!r}: POST /v1/traces or /v1/events")
+            if path == "/v1/traces":
+                encoding = self._trace_encoding()
+            if self.server.tokens.check(self.headers.get("Authorization")) is None:
+                self._drain()
+                raise HttpError(401, "a valid 'Authorization: Bearer <token>' header is required",
+                                {"WWW-Authenticate": 'Bearer realm="spendlake"'})  # fmt: skip
+            body, size = self._body()
+            if path == "/v1/traces":
+                result = self.server.intake.traces(body, encoding)
+                self._answer(200, trace_response(result, encoding), PROTOBUF if encoding == "protobuf" else JSON)
+            else:
+                result = self.server.intake.events(body)
+                status = 400 if result.rejected and not result.accepted else 200
+                answer = {"accepted": result.accepted, "rejected": result.rejects_json(),
+                          "rejected_count": len(result.rejected)}  # fmt: skip
+                self._answer(status, orjson.dumps(answer), JSON)
+                self.server.intake.stats.request(endpoint, status, size)
+                return
+        except HttpError as exc:
+            self._error(exc, path, encoding)
+            self.server.intake.stats.request(endpoint, exc.status, size)
+            return
+        except BadRecord as exc:
+            self._error(HttpError(400, str(exc)), path, encoding)
+            self.server.intake.stats.request(endpoint, 400, size)
+            return
+        except Unavailable as exc:
+            self._error(HttpError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}), path, encoding)
+            self.server.intake.stats.request(endpoint, 503, size)
+            return
+        except TimeoutError:
+            self.close_connection = True
+            self.server.intake.stats.request(endpoint, 408, size)
+            return
+        except Exception:  # a bug of ours: log it, answer plainly, keep serving
+            log.exception("intake: %s failed", path)
+            self._error(HttpError(500, "internal error (logged by spendlake)"), path, encoding)
+            self.server.intake.stats.request(endpoint, 500, size)
+            return
+        self.server.intake.stats.request(endpoint, 200, size)
+
+    def do_GET(self) -> None:  # noqa: N802
+        if self.path.split("?", 1)[0] in ("/", "/healthz"):
+            self._answer(200, b"spendlake intake: POST /v1/traces (OTLP/HTTP), POST /v1/events\n", "text/plain")
+        else:
+            self._error(HttpError(405, "use POST", {"Allow": "POST"}), self.path, "json")
+
+    def _trace_encoding(self) -> str:
+        ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
+        if ctype == PROTOBUF:
+            return "protobuf"
+        if ctype == JSON:
+            return "json"
+        self._drain()
+        raise HttpError(415, f"Content-Type: got {ctype!r}, expected {PROTOBUF!r} or {JSON!r}")
+
+    def _drain(self) -> None:
+        """Read a small refused body so the connection stays usable; a large one closes it."""
+        length = self.headers.get("Content-Length", "")
+        if length.isdigit() and int(length) <= 65536:
+            self.rfile.read(int(length))
+        else:
+            self.close_connection = True
+
+    def _body(self) -> tuple[bytes, int]:
+        limit = self.server.max_body_bytes
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            self.close_connection = True
+            raise HttpError(411, "send the body with a Content-Length (chunked transfer is not accepted)")
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            raise HttpError(411, f"Content-Length: got {length!r}, expected the body's size in bytes")
+        n = int(length)
+        if n > limit:
+            self.close_connection = True  # the body is never read
+            raise HttpError(413, f"the body is {n} bytes; at most {limit} are accepted ([intake] max_body_bytes)")
+        raw = self.rfile.read(n)
+        if len(raw) < n:
+            raise TimeoutError
+        enc = (self.headers.get("Content-Encoding") or "identity").strip().lower()
+        if enc == "gzip":
+            d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            try:
+                body = d.decompress(raw, limit + 1)
+            except zlib.error as exc:
+                raise HttpError(400, f"Content-Encoding: gzip, but the body does not decompress ({exc})") from None
+            if len(body) > limit or d.unconsumed_tail:
+                raise HttpError(413, f"the body decompresses to more than {limit} bytes ([intake] max_body_bytes)")
+            return body, n
+        if enc != "identity":
+            raise HttpError(415, f"Content-Encoding: got {enc!r}, expected 'gzip' or none")
+        return raw, n
+
+    def _error(self, exc: HttpError, path: str, encoding: str) -> None:
+        if path == "/v1/traces" and exc.status in (400, 503):
+            code = INVALID_ARGUMENT if exc.status == 400 else UNAVAILABLE
+            if encoding == "protobuf":
+                body, ctype = rpc_status(code, exc.message), PROTOBUF
+            else:
+                body, ctype = orjson.dumps({"code": code, "message": exc.message}), JSON
+        else:
+            body, ctype = orjson.dumps({"error": exc.message}), JSON
+        self._answer(exc.status, body, ctype, exc.headers)
+
+    def _answer(self, status: int, body: bytes, ctype: str, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        pass  # request lines hold nothing secret, but access logs are the proxy's job; errors are logged above
+
+
+__all__ = ["IntakeServer", "rpc_status", "trace_response"]
