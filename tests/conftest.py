@@ -37,6 +37,40 @@ def shared_data(sub: str) -> Path:
     return path
 
 
+def litellm_file(name: str) -> Path:
+    """A file the installed litellm wheel ships, ``name`` relative to the package folder.
+
+    litellm is a pinned test extra, so this never skips: a missing package, a missing file or
+    another version than the pin (tests state numbers of the pinned file) is a failure.
+    """
+    import importlib.metadata
+    import importlib.util
+    import tomllib
+
+    spec = importlib.util.find_spec("litellm")  # finds the package without importing it
+    if spec is None or spec.origin is None:
+        pytest.fail("litellm is not installed; it is a pinned test extra: pip install -e '.[test]'")
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))["project"]["optional-dependencies"]
+    pin = next(r.split("==")[1] for r in extras["test"] if r.startswith("litellm=="))
+    if (version := importlib.metadata.version("litellm")) != pin:
+        pytest.fail(f"litellm {version} is installed, the tests are written for the pinned {pin}: "
+                    "pip install -e '.[test]'")
+    path = Path(spec.origin).parent / name
+    if not path.is_file():
+        pytest.fail(f"litellm {version} does not ship {name}")
+    return path
+
+
+def litellm_catalog_path() -> Path:
+    """LiteLLM's price catalog as the pinned wheel ships it (model_prices_and_context_window.json)."""
+    return litellm_file("model_prices_and_context_window_backup.json")
+
+
+def litellm_logging_example_path() -> Path:
+    """A StandardLoggingPayload example the pinned wheel ships (its Azure Sentinel sample)."""
+    return litellm_file("integrations/azure_sentinel/example_standard_logging_payload.json")
+
+
 class Broker:
     def __init__(self, port: int, home: Path) -> None:
         self.port = port

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-from conftest import shared_data
+from conftest import litellm_catalog_path, litellm_logging_example_path, shared_data
 from ingest.adapters import FIELDS, TEXT_KEYS, normalize, redact
 from ingest.errors import BadRecord
 
@@ -18,8 +21,17 @@ ANSWER = "The board approved the budget."
 
 
 def litellm_data(name: str) -> dict:
-    """A real LiteLLM sample; skipped in a user's clone, a failure in CI where it must exist."""
+    """A real LiteLLM sample of ../shared/data; skipped in a user's clone, a failure in CI.
+
+    Only the SpendLogs row still comes from there: the litellm wheel ships no such sample, and
+    building one needs litellm's proxy (``get_logging_payload`` imports fastapi), not a test extra.
+    """
     return orjson.loads((shared_data("litellm") / name).read_bytes())
+
+
+def litellm_example() -> dict:
+    """The StandardLoggingPayload example the pinned litellm wheel ships."""
+    return orjson.loads(litellm_logging_example_path().read_bytes())
 
 
 CANONICAL = {
@@ -270,13 +282,13 @@ def test_redact_removes_text_at_any_depth_and_keeps_the_rest() -> None:
 
 
 def test_real_litellm_standard_logging_payload() -> None:
-    fmt, event = normalize(litellm_data("litellm_standard_logging_payload_example.json"))
+    fmt, event = normalize(litellm_example())
     assert fmt == "litellm"
     assert event == {
         "event_id": "chatcmpl-2299b6a2-82a3-465a-b47c-04e685a2227f",
-        "timestamp": "2025-01-24T09:20:46.851954+00:00", "provider": "openai",
+        "timestamp": 1766000070079, "provider": "openai",  # endTime 1766000070.07935 (epoch seconds)
         "model": "gpt-4o", "input_tokens": 10, "output_tokens": 20,
-        "cost_usd": 0.00022500000000000002, "latency_ms": 7.394075393676758,
+        "cost_usd": 0.00022500000000000002, "latency_ms": 1.79468512535095 * 1000,
         "request_type": "chat", "status": "success",
     }
     assert "Hello, world!" not in repr(event)
@@ -295,9 +307,53 @@ def test_real_litellm_spend_logs_row() -> None:
 
 
 def test_real_litellm_payload_redacts_the_prompt() -> None:
-    record = litellm_data("litellm_standard_logging_payload_example.json")
+    record = litellm_example()
     assert "Hello, world!" in repr(record)
     assert "Hello, world!" not in repr(redact(record))
+
+
+# The real litellm answers a mock_response without any network and logs the payload its callbacks
+# get; LITELLM_LOCAL_MODEL_COST_MAP makes it price with the catalog its wheel ships (no download).
+EMIT_PAYLOAD = f"""
+import json, sys, time
+import litellm
+from litellm.integrations.custom_logger import CustomLogger
+
+got = []
+
+class Capture(CustomLogger):
+    def log_success_event(self, kwargs, response_obj, start_time, end_time):
+        got.append(kwargs["standard_logging_object"])
+
+litellm.callbacks = [Capture()]
+litellm.completion(model="gpt-4o", messages=[{{"role": "user", "content": {PROMPT!r}}}], mock_response={ANSWER!r})
+deadline = time.monotonic() + 60
+while not got and time.monotonic() < deadline:
+    time.sleep(0.05)
+sys.stdout.write(json.dumps(got[0], default=str))
+"""
+
+
+def test_payload_the_real_litellm_emits(tmp_path: Path) -> None:
+    r = subprocess.run([sys.executable, "-c", EMIT_PAYLOAD], capture_output=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})  # fmt: skip
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    record = orjson.loads(r.stdout)
+    assert PROMPT in repr(record) and ANSWER in repr(record)
+    usage = record["response"]["usage"]
+    assert usage["prompt_tokens"] > 0 and usage["completion_tokens"] > 0
+    gpt4o = orjson.loads(litellm_catalog_path().read_bytes())["gpt-4o"]
+    fmt, event = normalize(record)
+    assert fmt == "litellm"
+    assert event == {
+        "event_id": record["id"], "timestamp": round(record["endTime"] * 1000), "provider": "openai",
+        "model": "gpt-4o", "input_tokens": usage["prompt_tokens"], "output_tokens": usage["completion_tokens"],
+        "cost_usd": pytest.approx(usage["prompt_tokens"] * gpt4o["input_cost_per_token"]
+                                  + usage["completion_tokens"] * gpt4o["output_cost_per_token"], rel=1e-12),
+        "latency_ms": pytest.approx(record["response_time"] * 1000), "request_type": "chat", "status": "success",
+    }  # fmt: skip
+    clean = repr(redact(record))
+    assert PROMPT not in clean and ANSWER not in clean
 
 
 def test_every_adapter_output_matches_the_published_schema() -> None:

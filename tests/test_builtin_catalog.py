@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from conftest import shared_data
+from conftest import litellm_catalog_path
 from pricing import Catalog, PriceEntry, split_model
 
 BUILTIN = Catalog.builtin()
@@ -144,8 +144,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def test_latest_versions_agree_with_litellm() -> None:
-    path = shared_data("litellm") / "model_prices_and_context_window.json"
-    litellm = Catalog.from_litellm(path)[0]
+    litellm = Catalog.from_litellm(litellm_catalog_path())[0]
     problems = []
     for (provider, model), found in versions().items():
         ours = found[-1]

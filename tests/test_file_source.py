@@ -8,7 +8,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import dead_rows, event, events_bytes, lake_rows, shared_data, spendlake
+from conftest import dead_rows, event, events_bytes, lake_rows, litellm_logging_example_path, spendlake
 
 
 def write_jsonl(path: Path, lines: list[bytes]) -> Path:
@@ -94,8 +94,7 @@ def test_unknown_model_is_unpriced_never_zero(tmp_path: Path) -> None:
 
 
 def test_litellm_payload_is_ingested_without_prompt_text(tmp_path: Path) -> None:
-    sample = shared_data("litellm") / "litellm_standard_logging_payload_example.json"
-    doc = orjson.loads(sample.read_bytes())
+    doc = orjson.loads(litellm_logging_example_path().read_bytes())
     src = write_jsonl(tmp_path / "litellm.jsonl", [orjson.dumps(doc)])
     lake = tmp_path / "lake"
     spendlake("ingest", "--source", str(src), "--lake", str(lake), check=True)

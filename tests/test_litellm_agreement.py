@@ -35,7 +35,7 @@ from zoneinfo import ZoneInfo
 import pyarrow as pa
 import pytest
 
-from conftest import pricing_schema, shared_data, spendlake
+from conftest import litellm_catalog_path, pricing_schema, spendlake
 from litellm_formula import (
     DISPATCHED,
     OWN_CALCULATOR,
@@ -57,7 +57,7 @@ REL_TOL = 1e-9
 
 
 def litellm_path() -> Path:
-    return shared_data("litellm") / "model_prices_and_context_window.json"
+    return litellm_catalog_path()
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import SHARED_DATA, pricing_schema, shared_data
+from conftest import litellm_catalog_path, pricing_schema
 from ingest.schema import COST_SCHEMA
 from pricing import (
     Catalog,
@@ -24,16 +24,9 @@ from pricing import (
     split_model,
 )
 
-LITELLM_FILE = SHARED_DATA / "litellm" / "model_prices_and_context_window.json"
-
 BUILTIN = Catalog.builtin()
 JAN_2025 = datetime(2025, 1, 1, tzinfo=UTC)
 SCHEMA = pricing_schema("request_type")
-
-
-def litellm_data() -> Path:
-    """The shared LiteLLM data folder; skipped in a user's clone, a failure in CI."""
-    return shared_data("litellm")
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -442,8 +435,7 @@ def test_litellm_loader_reports_bad_entries_and_keeps_good_ones(tmp_path: Path) 
 
 
 def test_litellm_real_file_loads() -> None:
-    litellm_data()
-    catalog, problems = Catalog.from_litellm(LITELLM_FILE)
+    catalog, problems = Catalog.from_litellm(litellm_catalog_path())
     assert len(catalog) >= 4000
     # The file has no wrong-typed prices. Four models are listed twice with different prices
     # (deepseek-chat and deepseek/deepseek-chat, ...); the provider-prefixed key wins, as in

@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import event, lake_rows, shared_data, spendlake
+from conftest import event, lake_rows, litellm_catalog_path, spendlake
 
 GOOD = {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6}
 
@@ -154,7 +154,7 @@ def test_price_uses_the_config_overrides_and_policy(tmp_path: Path) -> None:
 
 
 def test_price_with_the_litellm_catalog_prefers_the_prefixed_duplicate() -> None:
-    path = shared_data("litellm") / "model_prices_and_context_window.json"
+    path = litellm_catalog_path()
     line = orjson.dumps(event(1, provider="deepseek", model="deepseek-chat", input_tokens=1000,
                               output_tokens=100, cached_input_tokens=0))  # fmt: skip
     r = spendlake("price", "--catalog", str(path), input=line + b"\n", check=True)
