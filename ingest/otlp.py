@@ -43,7 +43,8 @@ USAGE: dict[str, tuple[str, ...]] = {
     "output_tokens": ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens"),
     "cached_input_tokens": ("gen_ai.usage.cache_read.input_tokens", "gen_ai.usage.cache_read_input_tokens",
                             "gen_ai.usage.input_token_details.cached_tokens"),
-    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_creation_input_tokens"),
+    "cache_write_tokens": ("gen_ai.usage.cache_creation.input_tokens", "gen_ai.usage.cache_write.input_tokens",
+                           "gen_ai.usage.cache_creation_input_tokens"),
     "reasoning_tokens": ("gen_ai.usage.reasoning.output_tokens", "gen_ai.usage.reasoning_tokens",
                          "gen_ai.usage.output_token_details.reasoning_tokens"),
     "cost_usd": ("gen_ai.usage.cost",),
@@ -150,7 +151,8 @@ def from_proto(req: Any, names: AttributeNames = DEFAULT_NAMES) -> Spans:
 
 
 def from_json(obj: Any, names: AttributeNames = DEFAULT_NAMES) -> Spans:
-    if not isinstance(obj, dict) or not isinstance(obj.get("resourceSpans", []), list):
+    if not isinstance(obj, dict) or (obj and "resourceSpans" not in obj) or not isinstance(
+            obj.get("resourceSpans", []), list):
         shown = sorted(obj)[:8] if isinstance(obj, dict) else obj
         raise BadRecord("(body)", shown, "an OTLP/JSON ExportTraceServiceRequest ({\"resourceSpans\": [...]})")
     return _map(_json_spans(obj, names.wanted()), names)
