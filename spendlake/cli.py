@@ -474,6 +474,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if intake is not None:
         ih, ip = intake.server_address[:2]
         sys.stderr.write(f"spendlake: intake on http://{ih}:{ip} (POST /v1/traces, POST /v1/events)\n")
+        if intake.grpc is not None:
+            gh = cfg.get("intake", "grpc_listen").rpartition(":")[0]
+            sys.stderr.write(f"spendlake: OTLP/gRPC intake on {gh}:{intake.grpc.spendlake_port}\n")
     ingestor.install_signal_handlers()
     try:
         ingestor.run()

@@ -233,9 +233,12 @@ def start_intake(cfg: Any, health: Health, spool: Any, kafka: Any) -> RunningInt
     if get("intake", "grpc_listen"):
         try:
             from ingest.intake.grpc import serve_grpc
+
+            grpc = serve_grpc(get("intake", "grpc_listen"), intake, tokens, get("intake", "max_body_bytes"))
         except ImportError:
             server.shutdown()
             raise ValueError("[intake] grpc_listen needs grpcio: pip install 'spendlake[grpc]'") from None
-        grpc = serve_grpc(get("intake", "grpc_listen"), intake, tokens, get("intake", "max_body_bytes"))
-        log.info("OTLP/gRPC intake on %s", get("intake", "grpc_listen"))
+        except OSError:
+            server.shutdown()
+            raise
     return RunningIntake(server, sink, grpc)
