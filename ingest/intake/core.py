@@ -45,6 +45,24 @@ class Result:
         return out
 
 
+def varint(n: int) -> bytes:
+    """A protobuf base-128 varint (the few small messages intake writes need no library)."""
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def rejected_message(result: Result) -> str:
+    """OTLP partial_success.error_message: the first five rejected spans, then a count."""
+    message = "; ".join(f"span {i}: {exc}" for i, exc in result.rejected[:5])
+    if len(result.rejected) > 5:
+        message += f"; ... and {len(result.rejected) - 5} more"
+    return message
+
+
 class IntakeStats:
     """Counters the /metrics exporter renders (aggregator/metrics.py names them)."""
 

@@ -28,7 +28,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_serv
 
 from ingest.errors import BadRecord
 from ingest.intake.auth import Tokens
-from ingest.intake.core import Intake, Result
+from ingest.intake.core import Intake, Result, rejected_message, varint
 from ingest.intake.sink import Unavailable
 
 log = logging.getLogger("spendlake.intake")
@@ -37,30 +37,18 @@ WORKERS = 16
 RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def retry_info(seconds: int) -> bytes:
     """A google.rpc.RetryInfo protobuf: retry_delay (a Duration of `seconds`), no library needed."""
-    duration = b"\x08" + _varint(seconds)
-    return b"\x0a" + _varint(len(duration)) + duration
+    duration = b"\x08" + varint(seconds)
+    return b"\x0a" + varint(len(duration)) + duration
 
 
 def export_response(result: Result) -> trace_service_pb2.ExportTraceServiceResponse:
     """The answer to an Export: partial_success when spans were rejected (http.py's message)."""
     response = trace_service_pb2.ExportTraceServiceResponse()
     if result.rejected:
-        message = "; ".join(f"span {i}: {exc}" for i, exc in result.rejected[:5])
-        if len(result.rejected) > 5:
-            message += f"; ... and {len(result.rejected) - 5} more"
         response.partial_success.rejected_spans = len(result.rejected)
-        response.partial_success.error_message = message
+        response.partial_success.error_message = rejected_message(result)
     return response
 
 

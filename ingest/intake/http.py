@@ -28,7 +28,7 @@ import orjson
 
 from ingest.errors import BadRecord
 from ingest.intake.auth import Tokens
-from ingest.intake.core import Intake, Result
+from ingest.intake.core import Intake, Result, rejected_message, varint
 from ingest.intake.sink import Unavailable
 
 log = logging.getLogger("spendlake.intake")
@@ -47,33 +47,22 @@ class HttpError(Exception):
         super().__init__(message)
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
 def rpc_status(code: int, message: str) -> bytes:
     """A google.rpc.Status protobuf: field 1 code, field 2 message (no library needed)."""
     msg = message.encode()
-    return b"\x08" + _varint(code) + b"\x12" + _varint(len(msg)) + msg
+    return b"\x08" + varint(code) + b"\x12" + varint(len(msg)) + msg
 
 
 def trace_response(result: Result, encoding: str) -> bytes:
     """An ExportTraceServiceResponse, with partial_success when spans were rejected."""
     if not result.rejected:
         return b"" if encoding == "protobuf" else b"{}"
-    message = "; ".join(f"span {i}: {exc}" for i, exc in result.rejected[:5])
-    if len(result.rejected) > 5:
-        message += f"; ... and {len(result.rejected) - 5} more"
+    message = rejected_message(result)
     if encoding == "json":
         return orjson.dumps({"partialSuccess": {"rejectedSpans": str(len(result.rejected)), "errorMessage": message}})
     msg = message.encode()
-    inner = b"\x08" + _varint(len(result.rejected)) + b"\x12" + _varint(len(msg)) + msg
-    return b"\x0a" + _varint(len(inner)) + inner
+    inner = b"\x08" + varint(len(result.rejected)) + b"\x12" + varint(len(msg)) + msg
+    return b"\x0a" + varint(len(inner)) + inner
 
 
 class IntakeServer(ThreadingHTTPServer):
