@@ -164,7 +164,8 @@ def build_parser() -> Parser:
                           "report and the next commands.")
     demo.add_argument("--events", type=int, default=50_000, help="how many usage events (default 50000)")
     demo.add_argument("--lake", default="./demo-lake", help="lake directory (default ./demo-lake)")
-    demo.add_argument("--no-kafka", action="store_true", help="no broker: the same story through the file source")
+    demo.add_argument("--no-kafka", action="store_true", help="no broker: the history through the file source, then serve embedded with the live "
+                      "burst sent over its HTTP intake")
     demo.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="use this running broker instead of starting one")
     demo.add_argument("--keep-broker", action="store_true", help="leave the demo broker running afterwards")
     return p

@@ -10,14 +10,13 @@ live — and the alerts that say so, within seconds.
    they arrive (80%, 90%, 100% of its daily budget, the cost spike).
 4. Prints the budget table, writes the HTML report and suggests what to try next.
 
-`--no-kafka` tells the same story through the file source and the same alerting code in process,
-on a machine without Java.
+`--no-kafka` tells the same story on a machine without Java: the history through the file source,
+then `spendlake serve` embedded (no broker) with the live burst sent over its HTTP intake.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import random
 import shutil
@@ -28,7 +27,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -167,13 +166,13 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
             try:
                 topic = _history_through_kafka(values, bootstrap, lake_path)
                 cfg = _write_config(lake_path, work, bootstrap, topic)
-                _live_through_serve(cfg, topic, bootstrap, slack, work)
+                _live_through_serve(cfg, slack, work, _kafka_feed(bootstrap, topic))
             finally:
                 if broker_env is not None and not keep_broker:
                     subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=broker_env, check=False)
         if no_kafka:
-            cfg = _write_config(lake_path, work, "127.0.0.1:9", "none")
-            _live_in_process(cfg, lake_path, work, slack)
+            cfg = _write_config(lake_path, work, None, None)
+            _live_through_serve(cfg, slack, work, _http_feed)
         _story(lake_path, cfg, work, slack)
     finally:
         slack.close()
@@ -246,12 +245,14 @@ def _month_to_date(lake: Path) -> dict[str, float]:
     return out
 
 
-def _write_config(lake: Path, work: Path, bootstrap: str, topic: str) -> Path:
+def _write_config(lake: Path, work: Path, bootstrap: str | None, topic: str | None) -> Path:
     """Budgets that fit the history: customers and teams at ~60–75% of a monthly budget, every
-    key a daily budget, the runaway agent $25 a day."""
+    key a daily budget, the runaway agent $25 a day. Without a broker, serve runs embedded and
+    takes the live traffic over HTTP (its intake on a free loopback port, no token: the demo only)."""
     mtd = _month_to_date(lake)
-    lines = [f'[lake]\npath = "{lake}"\ntimezone = "UTC"\n',
-             f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ngroup_id = "demo-{topic}"\n',
+    source = (f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ngroup_id = "demo-{topic}"\n'
+              if bootstrap else '[intake]\nlisten = "127.0.0.1:0"\nallow_unauthenticated = true\n')  # fmt: skip
+    lines = [f'[lake]\npath = "{lake}"\ntimezone = "UTC"\n', source,
              '[metrics]\nlisten = "127.0.0.1:0"\n',
              '[alerts]\nevaluation_interval = "2s"\nspike_floor_usd = 20.0\n',
              '[[channels]]\nname = "demo-slack"\ntype = "slack"\nurl_env = "SPENDLAKE_DEMO_SLACK_URL"\n'
@@ -273,24 +274,49 @@ def _write_config(lake: Path, work: Path, bootstrap: str, topic: str) -> Path:
     return cfg
 
 
-def _live_through_serve(cfg: Path, topic: str, bootstrap: str, slack: SlackStandIn, work: Path) -> None:
-    from kafka import KafkaProducer
+Feed = Callable[[str, list[bytes]], None]
 
+
+def _kafka_feed(bootstrap: str, topic: str) -> Feed:
+    def feed(_: str, values: list[bytes]) -> None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+        for value in values:
+            producer.send(topic, value=value, key=RUNAWAY[0].encode())
+            time.sleep(15 / LIVE_EVENTS)
+        producer.flush()
+        producer.close()
+
+    return feed
+
+
+def _http_feed(log_text: str, values: list[bytes]) -> None:
+    """The burst over serve's HTTP intake, ten events a POST, as a service without Kafka would."""
+    import re
+
+    import requests
+
+    m = re.search(r"intake on (http://127\.0\.0\.1:\d+)", log_text)
+    assert m, "serve printed no intake address"
+    for i in range(0, len(values), 10):
+        r = requests.post(m.group(1) + "/v1/events", data=b"[" + b",".join(values[i : i + 10]) + b"]", timeout=30)
+        r.raise_for_status()
+        time.sleep(15 / LIVE_EVENTS * 10)
+
+
+def _live_through_serve(cfg: Path, slack: SlackStandIn, work: Path, feed: Feed) -> None:
     log = work / "serve.log"
     env = {**os.environ, "SPENDLAKE_DEMO_SLACK_URL": slack.url}
     serve = subprocess.Popen([sys.executable, "-m", "spendlake", "serve", "--config", str(cfg)],
                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
     try:
         port = _wait_for_metrics(log, serve)
+        how = "through Kafka" if "[kafka]" in cfg.read_text() else "over HTTP (POST /v1/events; no broker)"
         say(f"[3/5] spendlake serve is running: http://127.0.0.1:{port}/metrics (log: {log})")
-        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 over ~15 s "
+        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 over ~15 s {how} "
             f"against a ${RUNAWAY_DAILY_BUDGET:.0f} daily budget; alerts as they reach the Slack stand-in:")  # fmt: skip
-        producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-        for value in live_burst(LIVE_EVENTS):
-            producer.send(topic, value=value, key=RUNAWAY[0].encode())
-            time.sleep(15 / LIVE_EVENTS)
-        producer.flush()
-        producer.close()
+        feed(log.read_text(errors="replace"), list(live_burst(LIVE_EVENTS)))
         _wait_for_alerts(slack)
     finally:
         serve.send_signal(signal.SIGTERM)
@@ -322,44 +348,6 @@ def _wait_for_alerts(slack: SlackStandIn, timeout: float = 30.0) -> None:
             time.sleep(2.0)
             return
         time.sleep(0.2)
-
-
-def _live_in_process(cfg: Path, lake: Path, work: Path, slack: SlackStandIn) -> None:
-    """--no-kafka: the burst through the file source, then serve's rollup and alerting in process."""
-    from aggregator.budgets import BudgetUsage
-    from aggregator.rollup import Rollup
-    from alerting.engine import AlertEngine
-    from ingest.lake import Lake
-    from ingest.pipeline import Pipeline
-    from ingest.source import ingest_files
-    from pricing import Catalog
-    from spendlake import settings as settings_mod
-
-    os.environ["SPENDLAKE_DEMO_SLACK_URL"] = slack.url
-    logging.getLogger("spendlake.alerts").setLevel(logging.WARNING)  # the Slack stand-in prints them
-    s = settings_mod.load(str(cfg))
-    assert s.hierarchy is not None
-    engine = AlertEngine(lake, s.hierarchy, s.alerting)
-    with Rollup(lake, budget_hook=BudgetUsage(s.hierarchy), event_hooks=[engine.on_fresh]) as rollup:
-        engine.start(rollup.con)
-        rollup.update()
-        engine.after_rollup(rollup)
-        say("[3/5] rollups, budgets and alerting running in process (--no-kafka: no serve, no /metrics)")
-        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 in three bursts "
-            f"against a ${RUNAWAY_DAILY_BUDGET:.0f} daily budget; alerts as they reach the Slack stand-in:")  # fmt: skip
-        burst = list(live_burst(LIVE_EVENTS))
-        pipeline = Pipeline(Lake(lake), Catalog.builtin(), enrich=s.hierarchy.fill)
-        for i, part in enumerate((burst[:65], burst[65:73], burst[73:])):  # ~82%, ~92%, ~200%
-            src = work / f"burst-{i}.jsonl"
-            src.write_bytes(b"\n".join(part) + b"\n")
-            ingest_files([str(src)], pipeline)
-            src.unlink()
-            rollup.update()
-            engine.after_rollup(rollup)
-            time.sleep(1.5)
-        _wait_for_alerts(slack)
-        engine.stop()
-        rollup.publish()
 
 
 def _story(lake: Path, cfg: Path, work: Path, slack: SlackStandIn) -> None:
