@@ -155,7 +155,10 @@ def from_json(obj: Any, names: AttributeNames = DEFAULT_NAMES) -> Spans:
             obj.get("resourceSpans", []), list):
         shown = sorted(obj)[:8] if isinstance(obj, dict) else obj
         raise BadRecord("(body)", shown, "an OTLP/JSON ExportTraceServiceRequest ({\"resourceSpans\": [...]})")
-    return _map(_json_spans(obj, names.wanted()), names)
+    try:
+        return _map(_json_spans(obj, names.wanted()), names)
+    except (AttributeError, TypeError, ValueError) as exc:  # a member of the wrong JSON type
+        raise BadRecord("(body)", type(exc).__name__, f"an OTLP/JSON ExportTraceServiceRequest ({exc})") from None
 
 
 def sniff(raw: bytes) -> str | None:
@@ -272,7 +275,7 @@ def _count(name: str, value: Any) -> int:
         return value
     if type(value) is float and value.is_integer():
         return int(value)
-    if type(value) is str and value.isdigit():
+    if type(value) is str and value.isascii() and value.isdigit() and len(value) <= 12:
         return int(value)
     raise BadRecord(name, value, "an integer token count")
 

@@ -124,6 +124,17 @@ def test_malformed_bodies_name_what_is_wrong() -> None:
         otlp.decode_traces(b"\x0a\xff\xff\xff", "protobuf")
     with pytest.raises(Exception, match="resourceSpans"):
         otlp.decode_traces(b'{"spans": []}', "json")
+    wrong_types = b'{"resourceSpans": [{"resource": [1], "scopeSpans": [{"spans": [{"status": "x"}]}]}]}'
+    with pytest.raises(Exception, match=r"\(body\).*AttributeError"):
+        otlp.decode_traces(wrong_types, "json")
+
+
+@pytest.mark.parametrize("count", ["\u00b2", "1" * 5000, "-3", "12.5"])
+def test_token_strings_that_are_no_count_reject_the_span_only(count: str) -> None:
+    odd = [kv("gen_ai.provider.name", "openai"), kv("gen_ai.request.model", "gpt-4o"),
+           kv("gen_ai.usage.input_tokens", count)]  # fmt: skip
+    spans = otlp.from_proto(request([genai_span(9, odd), bifrost_span(1)]))
+    assert len(spans.events) == 1 and [e.field for _, e in spans.rejected] == ["gen_ai.usage.input_tokens"]
 
 
 def test_one_kafka_record_many_events_and_a_bad_record_in_a_batch() -> None:
