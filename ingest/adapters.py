@@ -66,6 +66,19 @@ def redact(obj: dict) -> dict:
     }
 
 
+def redact_bytes(raw: bytes) -> bytes:
+    """`redact` for a record's bytes: the same bytes when they hold no text (or no JSON)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw
+    if isinstance(obj, dict):
+        cleaned = redact(obj)
+        if cleaned != obj:
+            return orjson.dumps(cleaned)
+    return raw
+
+
 def _redact_value(value: Any) -> Any:
     if isinstance(value, dict):
         return redact(value)

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest.adapters import redact
+from ingest.adapters import redact_bytes
 from ingest.decode import MAX_RECORD_BYTES
 from ingest.errors import LakeConflict
 from ingest.fastdecode import BatchDecoder
@@ -254,15 +253,7 @@ def _evidence(raw: bytes) -> bytes:
     """What a dead letter keeps of the record: its bytes, minus prompt and response text."""
     if len(raw) > MAX_RECORD_BYTES:
         return raw[:DEAD_RAW_KEEP]
-    try:
-        obj = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw
-    if isinstance(obj, dict):
-        cleaned = redact(obj)
-        if cleaned != obj:
-            return orjson.dumps(cleaned)
-    return raw
+    return redact_bytes(raw)
 
 
 def _utc_date(epoch_s: float) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from ingest import otlp
-from ingest.adapters import normalize, redact
+from ingest.adapters import normalize, redact_bytes
 from ingest.decode import parse, validate
 from ingest.errors import BadRecord
 from ingest.intake.sink import Record, Sink
@@ -169,14 +169,7 @@ def _items(body: bytes) -> Any:
 
 def _evidence(item: Any) -> bytes:
     """A rejected record as forwarded for its dead letter: text keys removed where it parses."""
-    if type(item) is bytes:
-        try:
-            item = orjson.loads(item)
-        except orjson.JSONDecodeError:
-            return item
-    if isinstance(item, dict):
-        item = redact(item)
-    return orjson.dumps(item)
+    return redact_bytes(item if type(item) is bytes else orjson.dumps(item))
 
 
 __all__ = ["Intake", "IntakeStats", "Result"]
