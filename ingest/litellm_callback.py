@@ -23,8 +23,8 @@ The rules it keeps:
   to ``max_retries`` times; a retry can duplicate a record and spendlake dedupes on
   ``event_id``. 401/403 (logged once), 400 and other 4xx are dropped; a 413 batch is split in
   halves, and a single record that is still too large is dropped. Everything given up is
-  counted in ``failed``; the intake's per-record rejects in ``rejected``; accepted records in
-  ``sent``.
+  counted in ``failed``; the intake's per-record rejects (in a 200, or a 400 listing them) in
+  ``rejected``; accepted records in ``sent``.
 - ``flush(timeout)`` waits for everything queued so far; ``close()`` flushes, then stops the
   thread (registered with atexit). Records arriving after ``close()`` count as dropped.
 """
@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 DEFAULT_URL = "http://127.0.0.1:4318/v1/events"
 _DROPPED_KEYS = ("model_map_information",)
 _Item = tuple[bytes | None, dict[str, Any]]  # (Kafka key, redacted record)
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj, default=str, option=orjson.OPT_NON_STR_KEYS)
 
 
 class SpendlakeLogger(CustomLogger):
@@ -159,6 +163,7 @@ class SpendlakeLogger(CustomLogger):
             self._closed = True
         self.flush(timeout)
         self._stop.set()
+        atexit.unregister(self.close)
         if self._thread is not None and self._pid == os.getpid():
             self._thread.join(1.0)
         if self._pending:
@@ -225,20 +230,10 @@ class SpendlakeLogger(CustomLogger):
         headers = {"Content-Type": "application/json"}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
-        body = orjson.dumps([record for _, record in batch], default=str)
+        body = _json([record for _, record in batch])
         r = self._session.post(self.url, data=body, headers=headers, timeout=self.timeout)
         if 200 <= r.status_code < 300:
-            try:
-                answer = r.json()
-                rejected = answer.get("rejected") or []
-                accepted = int(answer.get("accepted", len(batch) - len(rejected)))
-            except (ValueError, TypeError, AttributeError):
-                rejected, accepted = [], len(batch)
-            self.sent += accepted
-            self.rejected += len(rejected)
-            if rejected:
-                log.warning("spendlake: intake rejected %d of %d usage records; first: %s",
-                            len(rejected), len(batch), str(rejected[0])[:300])  # fmt: skip
+            self.sent += self._rejects(r, len(batch))
             return [], 0.0, ""
         if r.status_code in (408, 429) or r.status_code >= 500:
             try:
@@ -255,11 +250,32 @@ class SpendlakeLogger(CustomLogger):
                 self._warned_auth = True
                 log.error("spendlake: intake %s refused the token (HTTP %d); dropping usage records until "
                           "it accepts it", self.url, r.status_code)  # fmt: skip
+        elif r.status_code == 400 and (accepted := self._rejects(r, len(batch))) >= 0:
+            self.sent += accepted  # the intake's "every record is bad": counted as rejected
+            return [], 0.0, ""
         else:
             log.error("spendlake: intake %s answered HTTP %d to %d usage records, dropped: %s",
                       self.url, r.status_code, len(batch), r.text[:300])  # fmt: skip
         self.failed += len(batch)
         return [], 0.0, ""
+
+    def _rejects(self, r: requests.Response, n: int) -> int:
+        """Count and log the per-record rejects of an intake answer; returns how many it accepted.
+        A 400 that lists no rejects returns -1 (a bad request, not bad records)."""
+        try:
+            answer = r.json()
+            listed = answer.get("rejected") or []
+            rejected = int(answer.get("rejected_count", len(listed)))  # the list stops at 100
+            accepted = int(answer.get("accepted", n - rejected))
+        except (ValueError, TypeError, AttributeError):
+            listed, rejected, accepted = [], 0, n
+        if r.status_code == 400 and not rejected:
+            return -1
+        self.rejected += rejected
+        if rejected:
+            log.warning("spendlake: intake rejected %d of %d usage records; first: %s",
+                        rejected, n, str(listed[0])[:300] if listed else "?")  # fmt: skip
+        return accepted
 
     def _send_kafka(self, batch: list[_Item]) -> tuple[list[_Item], float, str]:
         if self._producer is None:
@@ -267,7 +283,7 @@ class SpendlakeLogger(CustomLogger):
 
             config = {"linger_ms": 20, **self._producer_config, "acks": "all"}
             self._producer = KafkaProducer(bootstrap_servers=self.bootstrap_servers, **config)
-        sends = [(item, self._producer.send(self.topic, key=item[0], value=orjson.dumps(item[1], default=str)))
+        sends = [(item, self._producer.send(self.topic, key=item[0], value=_json(item[1])))
                  for item in batch]  # fmt: skip
         try:
             self._producer.flush(self.timeout)
