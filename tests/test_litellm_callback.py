@@ -352,3 +352,28 @@ def test_through_a_real_spendlake_serve(tmp_path: Path, install: Any) -> None:
     stored = lake_text(lake) + serve.log.read_bytes()
     for secret in (b"SECRET-PROMPT", b"SECRET-ANSWER", TOKEN.encode()):
         assert secret not in stored
+
+
+@pytest.mark.parametrize("model", ["gpt-4o", "gpt-4o-mini", "claude-sonnet-4-5", "gemini/gemini-2.5-flash"])
+def test_lake_costs_equal_litellms_response_cost(tmp_path: Path, install: Any, model: str) -> None:
+    """Real litellm calls (mock_response, no network) through the shipped callback and a real
+    serve: the cost spendlake stores per call is LiteLLM's own `response_cost`, to the cent and
+    then some (both price the same tokens from the same published per-token prices)."""
+    from intake_env import TOKEN, start_serve
+
+    lake = tmp_path / "lake"
+    serve = start_serve(tmp_path, lake)
+    logger = install(SpendlakeLogger(f"{serve.url}/v1/events", token=TOKEN, flush_interval=0.05))
+    answers = ["short", "a somewhat longer answer " * 20, "x " * 900]
+    expected = {}
+    for i, answer in enumerate(answers):
+        r = litellm.completion(model=model, messages=[{"role": "user", "content": f"question {i} " * (50 + 400 * i)}],
+                               mock_response=answer, metadata={"user_api_key_hash": VK})  # fmt: skip
+        expected[r.id] = r._hidden_params["response_cost"]
+    assert all(c and c > 0 for c in expected.values()), expected
+    wait_for(lambda: logger.sent == len(answers), 60, "serve to accept the records")
+    wait_for(lambda: lake_rows(lake, "select count(*) from ev") == [(len(answers),)], 60, "the records in the lake")
+    got = dict(lake_rows(lake, "select event_id, cost_usd from ev"))
+    assert got.keys() == expected.keys()
+    for event_id, cost in expected.items():
+        assert got[event_id] == pytest.approx(cost, rel=1e-9, abs=1e-12), (model, event_id)
