@@ -24,6 +24,7 @@ import os
 import struct
 import threading
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import crc32c
@@ -52,6 +53,8 @@ class Spool:
             raise PipelineFailure(f"the spool {self.root} is in use by another spendlake serve") from None
         self.stream = f"spool-{self._id()}"
         self._cond = threading.Condition()
+        self._queue: list[_Ticket] = []
+        self._writing = False
         segs = self.segments()
         self._seg_first = segs[-1] if segs else 0
         count, good = _scan(self._path(self._seg_first)) if segs else (0, 0)
@@ -89,27 +92,55 @@ class Spool:
         with self._cond:
             return self._next
 
-    def append(self, records: list[bytes]) -> tuple[int, int]:
-        """Write and fsync `records`; returns the first and last sequence numbers given. Raises
-        OSError when the disk refuses (the caller answers 503: nothing was acknowledged)."""
+    def append(self, records: list[bytes]) -> None:
+        """Write and fsync `records`; returns once they are durable. Raises OSError when the disk
+        refuses (the caller answers 503: nothing of these records was acknowledged).
+
+        Group commit: concurrent appends queue their frames; whoever finds no write under way
+        writes and fsyncs everything queued at once, outside the lock, and wakes the others. A
+        request never waits for more than the write in progress plus its own."""
         if not records:
             raise ValueError("append() needs at least one record")
-        frames = b"".join(FRAME.pack(len(r), crc32c.crc32c(r)) + r for r in records)
+        ticket = _Ticket(b"".join(FRAME.pack(len(r), crc32c.crc32c(r)) + r for r in records), len(records))
         with self._cond:
-            if self._seg_size and self._seg_size + len(frames) > self.segment_bytes:
-                self._roll()
-            first = self._next
+            self._queue.append(ticket)
+            while not ticket.done:
+                if self._writing:
+                    self._cond.wait()
+                    continue
+                self._write_queued()
+        if ticket.error is not None:
+            raise ticket.error
+
+    def _write_queued(self) -> None:
+        """Called with the lock held and no write under way; releases it while writing."""
+        batch, self._queue = self._queue, []
+        data = b"".join(t.frames for t in batch)
+        if self._seg_size and self._seg_size + len(data) > self.segment_bytes:
+            self._roll()
+        self._writing = True
+        self._cond.release()
+        error: OSError | None = None
+        try:
+            self._fh.write(data)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            error = exc
             try:
-                self._fh.write(frames)
-                self._fh.flush()
-                os.fsync(self._fh.fileno())
+                self._fh.truncate(self._seg_size)  # a partial write must never be read back
+                self._fh.seek(self._seg_size)
             except OSError:
-                self._fh.truncate(self._seg_size)  # a partial write must not be read back
-                raise
-            self._seg_size += len(frames)
-            self._next += len(records)
-            self._cond.notify_all()
-            return first, self._next - 1
+                pass
+        finally:
+            self._cond.acquire()
+            self._writing = False
+        if error is None:
+            self._seg_size += len(data)
+            self._next += sum(t.count for t in batch)
+        for t in batch:
+            t.done, t.error = True, error
+        self._cond.notify_all()
 
     def _roll(self) -> None:
         self._fh.close()
@@ -139,6 +170,16 @@ class Spool:
         with self._cond:
             self._fh.close()
         self._lockfile.close()
+
+
+@dataclass
+class _Ticket:
+    """One append waiting to be made durable."""
+
+    frames: bytes
+    count: int
+    done: bool = False
+    error: OSError | None = None
 
 
 class SpoolReader:
