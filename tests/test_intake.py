@@ -239,3 +239,43 @@ def test_kafka_mode_outage_answers_503_then_sigkill_loses_nothing(kafka: Broker,
     assert first.key == orjson.loads(first.value)["virtual_key"].encode()
     serve.proc.terminate()
     assert serve.proc.wait(60) == 0
+
+
+def test_intake_config_mistakes_are_one_message_listing_all(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(f'[lake]\npath = "{tmp_path / "lake"}"\n[intake]\nlisten = "0.0.0.0:4318"\n'
+                   'allow_unauthenticated = true\nmax_body_bytes = 0\n[intake.attributes]\nteam = []\nowner = ["x"]\n')  # fmt: skip
+    r = spendlake("serve", "--config", str(cfg), timeout=60)
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert "4 problems" in err and "allow_unauthenticated = true is refused on '0.0.0.0:4318'" in err
+    assert "[intake] max_body_bytes: got 0" in err and "[intake.attributes] team: got []" in err
+    assert "[intake.attributes] owner: unknown field" in err and "Traceback" not in err
+    cfg.write_text(f'[lake]\npath = "{tmp_path / "lake"}"\n[intake]\nlisten = "127.0.0.1:0"\n')
+    r = spendlake("serve", "--config", str(cfg), timeout=60)
+    assert r.returncode == 2 and b"say who may send: tokens_env or tokens_file" in r.stderr
+    cfg.write_text(f'[lake]\npath = "{tmp_path / "lake"}"\n[metrics]\nlisten = "127.0.0.1:0"\n'
+                   '[intake]\nlisten = "127.0.0.1:0"\ntokens_env = "SPENDLAKE_TEST_NO_SUCH_VARIABLE"\n')  # fmt: skip
+    r = spendlake("serve", "--config", str(cfg), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert b"the variable SPENDLAKE_TEST_NO_SUCH_VARIABLE is not set" in r.stderr and b"Traceback" not in r.stderr
+
+
+def test_curl_posts_ndjson_and_gzip(tmp_path: Path) -> None:
+    """A shell producer: curl with NDJSON from a file, gzipped, with the token from the environment."""
+    import subprocess
+
+    lake = tmp_path / "lake"
+    serve = start_serve(tmp_path, lake)
+    nd = tmp_path / "batch.ndjson.gz"
+    nd.write_bytes(gzip.compress(b"\n".join(orjson.dumps(event(i, event_id=f"curl-{i}")) for i in range(50))))
+    out = subprocess.run(["curl", "-sS", "--fail-with-body", f"{serve.url}/v1/events", "-H", f"Authorization: Bearer {TOKEN}",
+                          "-H", "Content-Type: application/x-ndjson", "-H", "Content-Encoding: gzip",
+                          "--data-binary", f"@{nd}"], capture_output=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert orjson.loads(out.stdout) == {"accepted": 50, "rejected": [], "rejected_count": 0}
+    out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", f"{serve.url}/v1/events",
+                          "--data-binary", "{}"], capture_output=True, timeout=60)  # fmt: skip
+    assert out.stdout == b"401"
+    wait_for(lambda: lake_rows(lake, "select count(*) from ev where event_id like 'curl-%'") == [(50,)], 60,
+             "curl's events in the lake")  # fmt: skip
