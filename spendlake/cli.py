@@ -265,7 +265,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     dlq = _dead_letter_producer(cfg) if cfg.get("kafka", "dead_letter_topic") else None
     enrich = cfg.hierarchy.fill if cfg.hierarchy is not None and cfg.hierarchy.virtual_keys else None
     pipeline = Pipeline(lake, catalog, limits=limits, pricing_policy=policy, overrides=overrides, on_dead_letter=dlq,
-                        enrich=enrich)  # fmt: skip
+                        enrich=enrich, otlp_names=cfg.intake_names())  # fmt: skip
 
     if args.source:
         from ingest.source import ingest_files

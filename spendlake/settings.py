@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SpendlakeError
+from ingest.otlp import DEFAULT_NAMES, AttributeNames
 from aggregator.hierarchy import Hierarchy, parse_hierarchy
 from pricing.overrides import Override, parse_overrides
 from alerting.config import Alerting, parse_alerting
@@ -85,6 +86,7 @@ class Settings:
     overrides: tuple[Override, ...] = ()  # [[pricing.overrides]], validated
     hierarchy: Hierarchy | None = None  # [[customers]], [[teams]], [[virtual_keys]], validated
     alerting: Alerting = field(default_factory=Alerting)  # [alerts], [[channels]], [[reports]]
+    kafka_override: bool = False  # SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS is set (serve consumes Kafka)
 
     @property
     def kafka_configured(self) -> bool:
@@ -92,20 +94,14 @@ class Settings:
         one it runs embedded (HTTP intake → local spool → lake)."""
         return "kafka" in self.raw or self.kafka_override
 
-    kafka_override: bool = False  # --bootstrap-servers or SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS
-
     @property
     def intake_configured(self) -> bool:
         return "intake" in self.raw
 
-    def intake_names(self) -> Any:
+    def intake_names(self) -> AttributeNames:
         """[intake.attributes]: attribute-name lists replacing the defaults per field."""
-        from dataclasses import replace as _replace
-
-        from ingest.otlp import DEFAULT_NAMES
-
         attrs = (self.raw.get("intake") or {}).get("attributes") or {}
-        return _replace(DEFAULT_NAMES, **{k: tuple(v) for k, v in attrs.items()})
+        return replace(DEFAULT_NAMES, **{k: tuple(v) for k, v in attrs.items()})
 
     @property
     def evaluation_interval_s(self) -> float:  # [alerts] evaluation_interval
@@ -203,8 +199,6 @@ def _check_intake(sec: Any) -> list[str]:
     """[intake.attributes] lists; a listen address; who may send (tokens, or explicitly nobody)."""
     if not isinstance(sec, dict):
         return []
-    from ingest.otlp import DEFAULT_NAMES
-
     problems = []
     attrs = sec.get("attributes", {})
     known = [f for f, _ in DEFAULT_NAMES.fields()]
