@@ -32,5 +32,6 @@ WORKDIR /var/lib/spendlake
 
 # /metrics of `spendlake serve` ([metrics] listen = "0.0.0.0:9464" in deploy/spendlake.toml)
 EXPOSE 9464
+EXPOSE 4318
 ENTRYPOINT ["spendlake"]
 CMD ["serve", "--config", "/etc/spendlake/spendlake.toml"]

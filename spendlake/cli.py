@@ -430,6 +430,15 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from alerting.engine import AlertEngine
 
     secrets = check_secrets(cfg.alerting)
+    tokens = None
+    if intake_on:  # its token variable or file is a secret like a channel's: checked with them
+        from ingest.intake import Tokens
+
+        try:
+            tokens = Tokens.load(cfg.get("intake", "tokens_env"), cfg.get("intake", "tokens_file"),
+                                 cfg.get("intake", "allow_unauthenticated"))  # fmt: skip
+        except ValueError as exc:
+            secrets.append(str(exc))
     if secrets:
         raise settings_mod.ConfigError(secrets, cfg.source)
     engine = AlertEngine(lake_path, hierarchy, cfg.alerting, report=_report_builder(cfg))
@@ -465,8 +474,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service.start()
     intake = None
     try:
-        if intake_on:
-            intake = start_intake(cfg, service.health, spool, ks if kafka_mode else None)
+        if tokens is not None:
+            intake = start_intake(cfg, tokens, service.health, spool, ks if kafka_mode else None)
     except (ValueError, OSError) as exc:
         service.stop()
         sys.stderr.write(f"spendlake: cannot start the intake: {exc}\n")

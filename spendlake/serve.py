@@ -208,15 +208,14 @@ class RunningIntake:
         self.sink.close()
 
 
-def start_intake(cfg: Any, health: Health, spool: Any, kafka: Any) -> RunningIntake:
+def start_intake(cfg: Any, tokens: Any, health: Health, spool: Any, kafka: Any) -> RunningIntake:
     """Start `[intake]`: HTTP (and gRPC when `grpc_listen` is set), writing to Kafka when serve
-    consumes Kafka, else to the local spool. Raises ValueError for a token variable or file that
-    cannot be used (never showing a token) and OSError when an address cannot be bound."""
-    from ingest.intake import Intake, IntakeStats, KafkaSink, SpoolSink, Tokens
+    consumes Kafka, else to the local spool. Raises ValueError when the gRPC extra is missing and
+    OSError when an address cannot be bound."""
+    from ingest.intake import Intake, IntakeStats, KafkaSink, SpoolSink
     from ingest.intake.http import IntakeServer
 
     get = cfg.get
-    tokens = Tokens.load(get("intake", "tokens_env"), get("intake", "tokens_file"), get("intake", "allow_unauthenticated"))
     sink: Any
     if kafka is not None:
         sink = KafkaSink(kafka.bootstrap_servers, kafka.topic, kafka.security, get("intake", "ack_timeout"))

@@ -448,6 +448,10 @@ def test_ports_and_addresses_match() -> None:
     assert f"127.0.0.1:{port}:{port}" in services["spendlake"]["ports"]
     assert f"http://127.0.0.1:{port}/metrics" in " ".join(services["spendlake"]["healthcheck"]["test"])
     assert re.search(rf"^EXPOSE {port}$", DOCKERFILE.read_text(), re.M)
+    # the intake: listening on every interface inside the container, published on the host's loopback
+    ihost, _, iport = cfg.get("intake", "listen").rpartition(":")
+    assert ihost == "0.0.0.0" and f"127.0.0.1:{iport}:{iport}" in services["spendlake"]["ports"]
+    assert re.search(rf"^EXPOSE {iport}$", DOCKERFILE.read_text(), re.M)
     prom = load_yaml(PROMETHEUS_YML)
     jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
     assert jobs["spendlake"]["static_configs"] == [{"targets": [f"spendlake:{port}"]}]
@@ -568,6 +572,7 @@ def test_deploy_config_loads_and_serve_needs_its_secret(tmp_path: Path) -> None:
                         env=env)  # fmt: skip
     assert r2.returncode == 2, r2.stderr
     assert "SPENDLAKE_SLACK_WEBHOOK_URL (url_env) is not set" in r2.stderr
+    assert "the variable SPENDLAKE_INTAKE_TOKENS is not set" in r2.stderr  # in the same one message
 
 
 def test_rule_thresholds_follow_the_config_alerts(exposition: Exposition) -> None:
@@ -872,6 +877,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]
                        ('a1', 'finops-slack', 'delivered', 1, now()), ('a2', 'finops-slack', 'failed', 3, now()),
                        ('a1', 'oncall', 'pending', 2, now())""")  # fmt: skip
         health = Health(last_flush_at=time.time(), lag={("llm-usage", 0): 0, ("llm-usage", 1): 7}, rollup_at=time.time())
+        health.intake = _intake_counters(work)
         exporter = Exporter(lambda: con.cursor(), hierarchy, health,
                             top_virtual_keys=deploy.get("metrics", "top_virtual_keys"),
                             budget_details=deploy.get("metrics", "budget_details"))  # fmt: skip
@@ -895,6 +901,25 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]
             server.shutdown()
             server.server_close()
         rollup.close()
+
+
+def _intake_counters(work: Path) -> Any:
+    """The intake's counters after real requests through its core: one accepted and one rejected
+    event, one span that is no LLM call (onto a throwaway spool)."""
+    from ingest.intake import Intake, IntakeStats, SpoolSink
+    from ingest.spool import Spool
+
+    stats = IntakeStats()
+    spool = Spool(work / "spool")
+    intake = Intake(SpoolSink(spool), stats=stats)
+    body = b'[{"event_id": "i1", "timestamp": 1764331200000, "provider": "openai", "model": "gpt-4o"}, {"event_id": "i2"}]'
+    intake.events(body)
+    stats.request("/v1/events", 200, len(body))
+    span = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "GET /"}]}]}]}'
+    intake.traces(span, "json")
+    stats.request("/v1/traces", 200, len(span))
+    spool.close()
+    return stats
 
 
 def test_every_expression_uses_only_exported_series(exposition: Exposition) -> None:
