@@ -1,24 +1,45 @@
-"""Alert freshness: from producing the event that crosses a budget threshold to the Slack message.
+"""Alert freshness: from a budget-crossing event going into spendlake to the Slack message.
 
-A real broker (ingest/broker/kafka-local.sh), a real `spendlake serve` process, and a local
-Slack-like receiver (tests/receivers.py) that stamps each message on arrival. A producer sends
-background traffic at --rate events/s; every --every seconds a fresh virtual key with a $10 budget
-gets, on top of that traffic: a warm-up at 75% of its budget, then one event that takes it over 80%
-and, a second later, one over 90%. Each crossing event's produce time is taken right before
-`send()`; the matching "... at 80% of budget" / "... at 90% of budget" Slack message's arrival
-ends the measurement. Prints p50 / p95 / max over all crossings, and the achieved rate.
+A real `spendlake serve` process and a local Slack-like receiver (tests/receivers.py) that stamps
+each message on arrival. Background traffic goes in at --rate events/s; every --every seconds a
+fresh virtual key with a $10 budget gets, on top of that traffic: a warm-up at 75% of its budget,
+then one event that takes it over 80% and, --every/3 seconds later, one over 90%. The matching
+"... at 80% of budget" / "... at 90% of budget" Slack message's arrival ends each measurement.
+Prints p50 / p95 / max over all crossings, split into "→ file in the lake" (the crossing event's
+Parquet file's mtime) and "lake → Slack", the achieved background rate, how much of it the lake
+held at the end, and serve's CPU.
+
+How events go in (--via, --mode):
+  --via kafka               (default) a broker of the bench's own (ingest/broker/kafka-local.sh on
+                            127.0.0.1:29093); crossing events produced with kafka-python, the clock
+                            starting right before `send()`; background lines through kcat
+                            (librdkafka, C), so the harness itself takes little CPU. serve consumes
+                            the topic.
+  --via http --mode spool   no broker at all: serve runs embedded with an [intake] on 127.0.0.1, a
+                            200 from POST /v1/events means fsynced to its local spool, which the
+                            same process lands.
+  --via http --mode kafka   the same broker as --via kafka; serve's intake produces what it accepts
+                            to the topic (acks=all) before answering 200, and serve consumes it.
+With --via http every crossing event is one `requests.post(intake + "/v1/events")` (bearer token)
+and the clock starts when it returns 200 (acknowledged = durable; a 503 is retried and the clock
+starts at the 200); the background load is one thread posting JSON arrays of 500 events on a
+keep-alive requests.Session at --rate, also printed: time to acknowledge, errors by status.
 
 Crossing amounts are exact: gpt-4o input costs $2.50 per million tokens in the built-in catalog, so
 a request of 3,000,000 input tokens and no output costs $7.50 (75% of $10), 300,000 more $0.75.
 
-    python bench/freshness.py                  # 10k events/s, 12 crossing cycles
+    python bench/freshness.py                  # Kafka, 10k events/s, 12 crossing cycles
     python bench/freshness.py --rate 2000 --cycles 5 --batch-max-age 0.5
+    python bench/freshness.py --via http --mode spool
+    python bench/freshness.py --via http --mode kafka
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import secrets
 import shutil
 import signal
 import statistics
@@ -28,35 +49,39 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.intake import TICK, cpu_ticks, machine_busy  # noqa: E402
 from tests.receivers import slack_receiver  # noqa: E402
 
 KCAT = shutil.which("kcat") or "/usr/bin/kcat"
 BROKER = ["bash", str(ROOT / "ingest" / "broker" / "kafka-local.sh")]
 BROKER_ENV = {**os.environ, "KAFKA_PORT": "29093", "KAFKA_HOME": "/var/tmp/spendlake-bench-freshness-kafka"}
+BOOTSTRAP = f"127.0.0.1:{BROKER_ENV['KAFKA_PORT']}"
+TOKEN_ENV = "BENCH_FRESHNESS_INTAKE_TOKENS"
+HTTP_BATCH = 500  # background events per POST /v1/events
 LIMIT = 10.0  # USD, each crossing key's budget
 M = 1_000_000
 
 
-def config(lake: Path, topic: str, cycles: int, batch_max_age: float, interval: str) -> str:
+def config(lake: Path, cycles: int, batch_max_age: float, interval: str, topic: str | None, intake: bool) -> str:
     keys = "\n".join(
         f'[[virtual_keys]]\nid = "vk-cross-{i}"\nteam_id = "team-bench"\n'
         f'budgets = [{{ max_limit = {LIMIT}, reset_duration = "1d" }}]\n'
         for i in range(cycles)
     )
+    kafka = f'[kafka]\nbootstrap_servers = "{BOOTSTRAP}"\ntopic = "{topic}"\ngroup_id = "bench-{topic}"\n'
+    http = f'[intake]\nlisten = "127.0.0.1:0"\ntokens_env = "{TOKEN_ENV}"\n'
     return f"""
 [lake]
 path = "{lake}"
-[kafka]
-bootstrap_servers = "{BROKER_ENV['KAFKA_PORT'] and '127.0.0.1:' + BROKER_ENV['KAFKA_PORT']}"
-topic = "{topic}"
-group_id = "bench-{topic}"
-[ingest]
+{kafka if topic else ""}{http if intake else ""}[ingest]
 batch_max_age = {batch_max_age}
 [metrics]
 listen = "127.0.0.1:0"
@@ -87,9 +112,127 @@ def crossing(key: str, n: int, tokens: int) -> bytes:
     })  # fmt: skip
 
 
+# --- the ways in: send(crossing) returns when the clock starts; background(events) returns how many went in
+
+
+class ViaKafka:
+    """Crossing events produced with kafka-python; background lines through kcat (librdkafka, C):
+    the harness should not eat the CPU serve needs; this process only writes paced lines into
+    kcat's stdin."""
+
+    start = "produce"
+    batch = 1  # background events go to kcat as soon as they are due
+
+    def __init__(self, topic: str) -> None:
+        from kafka import KafkaProducer
+
+        self.topic = topic
+        self.producer = KafkaProducer(bootstrap_servers=BOOTSTRAP, linger_ms=5, batch_size=256 * 1024, acks=1)
+        self.kcat = subprocess.Popen([KCAT, "-P", "-b", BOOTSTRAP, "-t", topic, "-X", "linger.ms=5"],
+                                     stdin=subprocess.PIPE)  # fmt: skip
+
+    def send(self, event: bytes) -> float:
+        t = time.time()
+        self.producer.send(self.topic, event)
+        self.producer.flush(1)
+        return t
+
+    def background(self, events: list[bytes]) -> int:
+        assert self.kcat.stdin is not None
+        self.kcat.stdin.write(b"".join(e + b"\n" for e in events))
+        self.kcat.stdin.flush()
+        return len(events)
+
+    def report(self) -> None:
+        pass
+
+    def close(self) -> None:
+        assert self.kcat.stdin is not None
+        self.kcat.stdin.close()
+        self.kcat.wait(30)
+        self.producer.close()
+
+
+class ViaHttp:
+    """POST /v1/events: crossing events one per `requests.post`, the clock starting at the 200;
+    background in JSON arrays of HTTP_BATCH on the loader thread's keep-alive session."""
+
+    start = "acknowledged"
+    batch = HTTP_BATCH
+
+    def __init__(self, intake_url: str, token: str) -> None:
+        self.url = intake_url + "/v1/events"
+        self.headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self.session = requests.Session()  # the loader thread's only
+        self.ack_s: dict[str, list[float]] = {"crossing": [], "background": []}  # POST → 200
+        self.errors: dict[str, int] = {}
+
+    def _post(self, post: Callable[..., requests.Response], events: list[bytes], kind: str) -> int:
+        """Events acknowledged (0 unless the answer is a 200)."""
+        t0 = time.perf_counter()
+        try:
+            r = post(self.url, data=b"[" + b",".join(events) + b"]", headers=self.headers, timeout=30)
+            status = str(r.status_code)
+            accepted = int(orjson.loads(r.content)["accepted"]) if status == "200" else 0
+        except requests.RequestException as exc:
+            status, accepted = type(exc).__name__, 0
+        if status == "200":
+            self.ack_s[kind].append(time.perf_counter() - t0)
+        else:
+            self.errors[f"{kind} {status}"] = self.errors.get(f"{kind} {status}", 0) + 1
+        return accepted
+
+    def send(self, event: bytes) -> float:
+        deadline = time.monotonic() + 30
+        while self._post(requests.post, [event], "crossing") != 1:  # a 503 says: send again
+            if time.monotonic() > deadline:
+                raise SystemExit(f"bench: FAILED: {self.url} did not acknowledge a crossing event in 30 s "
+                                 f"({self.errors})")  # fmt: skip
+            time.sleep(0.2)
+        return time.time()
+
+    def background(self, events: list[bytes]) -> int:
+        post = self.session.post
+        return sum(self._post(post, events[k : k + self.batch], "background") for k in range(0, len(events), self.batch))
+
+    def report(self) -> None:
+        parts = []
+        for kind, values in self.ack_s.items():
+            if values:
+                s = sorted(values)
+                parts.append(f"{kind} p50 {1000 * statistics.median(s):.0f} ms, p99 {1000 * _pct(s, 0.99):.0f} ms, "
+                             f"max {1000 * s[-1]:.0f} ms ({len(s):,} requests)")  # fmt: skip
+        errors = ", ".join(f"{k}×{v}" for k, v in sorted(self.errors.items())) or "none"
+        print(f"POST /v1/events → 200: {'; '.join(parts)}; errors: {errors}")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def pace(rate: int, batch: int, send: Callable[[list[bytes]], int], stop: threading.Event, went_in: list[int]) -> None:
+    """Background events at `rate`/s, in whole batches of `batch`, until `stop`; `went_in[0]` counts
+    the events `send` took."""
+    i = 0
+    t0 = time.perf_counter()
+    while not stop.is_set():
+        due = int((time.perf_counter() - t0) * rate)
+        due -= (due - i) % batch
+        if due > i:
+            now_ms = int(time.time() * 1000)
+            went_in[0] += send([background(j, now_ms) for j in range(i, due)])
+            i = due
+        time.sleep(0.01)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--rate", type=int, default=10_000, help="background events per second (default 10000)")
+    ap.add_argument("--via", choices=("kafka", "http"), default="kafka",
+                    help="how events go in: produced to Kafka (default), or POST /v1/events to serve's intake")
+    ap.add_argument("--mode", choices=("spool", "kafka"),
+                    help="with --via http, where the intake makes what it accepts durable: its local spool (no "
+                         "broker at all) or the bench's broker (the default)")  # fmt: skip
+    ap.add_argument("--rate", type=int, default=10_000,
+                    help="background events per second, every way in (default 10000)")  # fmt: skip
     ap.add_argument("--cycles", type=int, default=12, help="crossing cycles, two crossings each (default 12)")
     ap.add_argument("--every", type=float, default=6.0,
                     help="seconds per cycle: warm-up, 80%% and 90%% crossings a third apart (default 6)")
@@ -97,119 +240,152 @@ def main() -> int:
     ap.add_argument("--interval", default="5s", help="[alerts] evaluation_interval (default 5s)")
     ap.add_argument("--keep", action="store_true", help="keep the lake and logs")
     args = ap.parse_args()
+    if args.via == "kafka" and args.mode == "spool":
+        ap.error("--mode spool needs --via http (with --via kafka the bench itself produces to the broker)")
+    if args.rate < 1 or args.cycles < 1 or args.every <= 0:
+        ap.error("--rate, --cycles and --every must be > 0")
+    way = "kafka" if args.via == "kafka" else f"http+{args.mode or 'kafka'}"
+    broker = way != "http+spool"
 
     work = Path(tempfile.mkdtemp(prefix="spendlake-freshness-"))
-    topic = f"fresh-{uuid.uuid4().hex[:8]}"
-    print(f"broker: starting on {BROKER_ENV['KAFKA_PORT']} ...", flush=True)
-    subprocess.run([*BROKER, "start"], env=BROKER_ENV, check=True, capture_output=True)
-    subprocess.run([*BROKER, "topic", topic, "1"], env=BROKER_ENV, check=True, capture_output=True)
+    topic = f"fresh-{uuid.uuid4().hex[:8]}" if broker else None
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    print(f"via {way}; load average {load} (1, 5, 15 min) on {len(os.sched_getaffinity(0))} cores", flush=True)
+    if broker:
+        print(f"broker: starting on {BROKER_ENV['KAFKA_PORT']} ...", flush=True)
+        subprocess.run([*BROKER, "start"], env=BROKER_ENV, check=True, capture_output=True)
+        subprocess.run([*BROKER, "topic", str(topic), "1"], env=BROKER_ENV, check=True, capture_output=True)
     slack = slack_receiver()
     cfg = work / "spendlake.toml"
-    cfg.write_text(config(work / "lake", topic, args.cycles, args.batch_max_age, args.interval))
+    cfg.write_text(config(work / "lake", args.cycles, args.batch_max_age, args.interval, topic, args.via == "http"))
     log = work / "serve.log"
-    env = {**os.environ, "BENCH_SLACK_URL": slack.url}
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "BENCH_SLACK_URL": slack.url, TOKEN_ENV: token}
     serve = subprocess.Popen([sys.executable, "-m", "spendlake", "serve", "--config", str(cfg)],
                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env, cwd=ROOT)  # fmt: skip
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{BROKER_ENV['KAFKA_PORT']}", linger_ms=5,
-                             batch_size=256 * 1024, acks=1)  # fmt: skip
+    stop = threading.Event()
+    loader: threading.Thread | None = None
+    via: ViaKafka | ViaHttp | None = None
     try:
-        while "serving /metrics" not in log.read_text(errors="replace"):
-            if serve.poll() is not None:
-                raise SystemExit(f"serve exited:\n{log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        sent: dict[str, float] = {}  # expected Slack title fragment -> produce time
+        intake = _wait_ready(serve, log, args.via == "http")
+        via = ViaHttp(intake, token) if intake else ViaKafka(str(topic))
+        sent: dict[str, float] = {}  # expected Slack title fragment -> when the clock started
         sent_ids: dict[str, str] = {}  # the same -> the crossing event's id
-        stop = threading.Event()
-        produced = [0]
-
-        # background traffic through kcat (librdkafka, C): the harness should not eat the CPU
-        # serve needs; this process only writes paced lines into kcat's stdin
-        kcat = subprocess.Popen([KCAT, "-P", "-b", f"127.0.0.1:{BROKER_ENV['KAFKA_PORT']}", "-t", topic,
-                                 "-X", "linger.ms=5"], stdin=subprocess.PIPE)  # fmt: skip
-        assert kcat.stdin is not None
-
-        def load() -> None:
-            i = 0
-            t0 = time.perf_counter()
-            while not stop.is_set():
-                now_ms = int(time.time() * 1000)
-                due = int((time.perf_counter() - t0) * args.rate)
-                if due > i:
-                    kcat.stdin.write(b"".join(background(j, now_ms) + b"\n" for j in range(i, due)))  # type: ignore[union-attr]
-                    kcat.stdin.flush()  # type: ignore[union-attr]
-                    i = due
-                produced[0] = i
-                time.sleep(0.01)
-            kcat.stdin.close()  # type: ignore[union-attr]
-            kcat.wait(30)
-
-        loader = threading.Thread(target=load, daemon=True)
+        went_in = [0]
+        cpu0, busy0 = _cpu_seconds(serve.pid), machine_busy()
+        t0 = time.perf_counter()
+        loader = threading.Thread(target=pace, args=(args.rate, via.batch, via.background, stop, went_in), daemon=True)
         loader.start()
         time.sleep(3)  # let serve reach steady state under load
         t_start = time.perf_counter()
         for c in range(args.cycles):
             key = f"vk-cross-{c}"
-            producer.send(topic, crossing(key, 0, 3 * M))  # 75%: no alert
+            via.send(crossing(key, 0, 3 * M))  # 75%: no alert
             time.sleep(args.every / 3)
-            sent[f"{key} at 80% of budget"] = time.time()
-            sent_ids[f"{key} at 80% of budget"] = f"{key}-1"
-            producer.send(topic, crossing(key, 1, 3 * M // 10))  # 82.5%
-            producer.flush(1)
-            time.sleep(args.every / 3)
-            sent[f"{key} at 90% of budget"] = time.time()
-            sent_ids[f"{key} at 90% of budget"] = f"{key}-2"
-            producer.send(topic, crossing(key, 2, 4 * M // 10))  # 92.5%
-            producer.flush(1)
-            time.sleep(args.every / 3)
-            print(f"\rcycle {c + 1}/{args.cycles}, {produced[0]:,} background events", end="", flush=True)
+            for n, pct, tokens in ((1, 80, 3 * M // 10), (2, 90, 4 * M // 10)):  # to 82.5%, then 92.5%
+                sent[f"{key} at {pct}% of budget"] = via.send(crossing(key, n, tokens))
+                sent_ids[f"{key} at {pct}% of budget"] = f"{key}-{n}"
+                time.sleep(args.every / 3)
+            print(f"\rcycle {c + 1}/{args.cycles}, {went_in[0]:,} background events", end="", flush=True)
         deadline = time.time() + 30
         while time.time() < deadline and len(_arrivals(slack, sent)) < len(sent):
             time.sleep(0.1)
         elapsed = time.perf_counter() - t_start
         stop.set()
-        loader.join()
+        loader.join(60)
+        seconds = time.perf_counter() - t0
+        cpu1, busy1 = _cpu_seconds(serve.pid), machine_busy()
+        bg_landed = _background_landed(work / "lake")
         print()
         got = _arrivals(slack, sent)
         lat = sorted(got[k] - sent[k] for k in got)
-        rate = produced[0] / (elapsed + 3)
-        print(f"background rate achieved: {rate:,.0f} events/s (target {args.rate:,}); "
+        print(f"background rate achieved: {went_in[0] / (elapsed + 3):,.0f} events/s (target {args.rate:,}); "
               f"batch_max_age {args.batch_max_age} s, evaluation_interval {args.interval}")  # fmt: skip
+        behind = went_in[0] - bg_landed
+        print(f"background in the lake at the end: {bg_landed:,} of {went_in[0]:,} sent ({behind:,} behind, "
+              f"{behind / args.rate:.1f} s of load)")  # fmt: skip
+        cores = len(os.sched_getaffinity(0))
+        machine = 100 * cores * (busy1[0] - busy0[0]) / max(busy1[1] - busy0[1], 1)
+        print("CPU over the run (% of one core): "
+              + ", ".join(f"{who} {100 * (cpu1[who] - cpu0[who]) / seconds:.0f}%" for who in cpu1 if cpu1[who])
+              + f"; whole machine {machine:.0f}% of {100 * cores}%")  # fmt: skip
+        via.report()
         print(f"crossings: {len(sent)}, messages received: {len(got)}, missing: {len(sent) - len(got)}"
               + (f" ({', '.join(sorted(set(sent) - set(got)))})" if len(got) < len(sent) else ""))
         if lat:
-            p95 = lat[min(len(lat) - 1, int(round(0.95 * (len(lat) - 1))))]
-            print(f"produce → Slack: p50 {statistics.median(lat):.3f} s, p95 {p95:.3f} s, max {lat[-1]:.3f} s")
+            print(f"{via.start} → Slack: {_summary(lat)}")
+            print("  in order (s): " + " ".join(f"{got[k] - sent[k]:.2f}" for k in sent if k in got))
         landed = _landed(work / "lake", sent_ids)
         split = [(landed[k] - sent[k], got[k] - landed[k]) for k in got if k in landed]
         if split:
             a, b = zip(*split)
-            print(f"  of which produce → file in the lake: p50 {statistics.median(a):.3f} s, max {max(a):.3f} s; "
-                  f"lake → Slack: p50 {statistics.median(b):.3f} s, max {max(b):.3f} s")
+            print(f"  of which {via.start} → file in the lake: {_summary(a)}; lake → Slack: {_summary(b)}")
         dup = len([r for r in slack.requests if r.json and "budget" in str(r.json.get("text", ""))]) - len(got)
         print(f"duplicate budget messages: {max(dup, 0)}")
         return 0 if len(got) == len(sent) else 1
     finally:
-        producer.close()
+        stop.set()
+        if loader is not None:
+            loader.join(60)
+        if via is not None:
+            via.close()
         serve.send_signal(signal.SIGTERM)
         try:
             serve.wait(60)
         except subprocess.TimeoutExpired:
             serve.kill()
         slack.close()
-        subprocess.run([*BROKER, "stop"], env=BROKER_ENV, capture_output=True)
+        if broker:
+            subprocess.run([*BROKER, "stop"], env=BROKER_ENV, capture_output=True)
         if args.keep:
             print(f"kept {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
 
 
+
+def _wait_ready(serve: subprocess.Popen[bytes], log: Path, intake: bool) -> str | None:
+    """Waits until serve serves /metrics (and its intake, when `intake`); the intake's URL."""
+    while True:
+        text = log.read_text(errors="replace")
+        m = re.search(r"intake on (http://127\.0\.0\.1:\d+)", text)
+        if "serving /metrics" in text and (m or not intake):
+            return m.group(1) if m else None
+        if serve.poll() is not None:
+            raise SystemExit(f"serve exited:\n{text[-2000:]}")
+        time.sleep(0.2)
+
+
+def _cpu_seconds(serve_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by serve, the bench's broker (0 when none) and this process."""
+    try:
+        broker: int | None = int((Path(BROKER_ENV["KAFKA_HOME"]) / "kafka.pid").read_text().strip())
+    except (OSError, ValueError):
+        broker = None
+    return {"serve": cpu_ticks(serve_pid) / TICK, "broker": cpu_ticks(broker) / TICK, "bench": sum(os.times()[:2])}
+
+
+def _pct(s: list[float] | tuple[float, ...], q: float) -> float:
+    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
+
+
+def _summary(values: list[float] | tuple[float, ...]) -> str:
+    s = sorted(values)
+    return f"p50 {statistics.median(s):.3f} s, p95 {_pct(s, 0.95):.3f} s, max {s[-1]:.3f} s"
+
+
+def _background_landed(lake: Path) -> int:
+    import duckdb
+
+    query = f"SELECT count(*) FROM read_parquet('{lake}/events/*/*.parquet') WHERE event_id LIKE 'bg-%'"
+    return int(duckdb.execute(query).fetchall()[0][0])
+
+
 def _landed(lake: Path, ids: dict[str, str]) -> dict[str, float]:
     """When each crossing event's lake file was committed (its mtime)."""
     import duckdb
 
-    rows = duckdb.sql(
+    rows = duckdb.execute(
         f"SELECT event_id, filename FROM read_parquet('{lake}/events/*/*.parquet', filename = true) "
         f"WHERE event_id IN ({', '.join(repr(v) for v in ids.values())})"
     ).fetchall()
