@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,8 +36,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def load(lake: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(newest ``limit`` alerts, their deliveries), as dicts."""
+def load(lake: Path, limit: int, attempts: int = 5) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(newest ``limit`` alerts, their deliveries), as dicts.
+
+    serve replaces the published files (rename) whenever the outbox changes, and DuckDB opens a
+    Parquet file by path more than once per query (footer at planning, pages at execution): a
+    replace in between reads one file's footer with another's pages ("TProtocolException: Invalid
+    data", seen in CI under load). Each file is whole, so reading again gets a consistent answer."""
+    for attempt in range(attempts):
+        try:
+            return _load(lake, limit)
+        except duckdb.Error:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
+
+
+def _load(lake: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
     state = lake / STATE_DIR / STATE_FILE
