@@ -65,7 +65,7 @@ REQUEST_TYPES = {
 PROVIDERS = {"aws.bedrock": "bedrock", "gcp.vertex_ai": "vertex", "gcp.gemini": "gemini", "gcp.gen_ai": "vertex",
              "azure.ai.openai": "azure", "azure.ai.inference": "azure_ai", "az.ai.openai": "azure",
              "az.ai.inference": "azure_ai", "mistral_ai": "mistral", "x_ai": "xai", "ibm.watsonx.ai": "watsonx"}  # fmt: skip
-TOKEN_FIELDS = tuple(f for f in USAGE if f != "cost_usd")
+USAGE_NAMES = frozenset(n for ns in USAGE.values() for n in ns)  # any of them makes a span an LLM call
 STATUS_ERROR = 2  # Status.StatusCode.STATUS_CODE_ERROR
 
 
@@ -157,7 +157,7 @@ def from_json(obj: Any, names: AttributeNames = DEFAULT_NAMES) -> Spans:
         raise BadRecord("(body)", shown, "an OTLP/JSON ExportTraceServiceRequest ({\"resourceSpans\": [...]})")
     try:
         return _map(_json_spans(obj, names.wanted()), names)
-    except (AttributeError, TypeError, ValueError) as exc:  # a member of the wrong JSON type
+    except (AttributeError, TypeError, ValueError, OverflowError) as exc:  # a member of the wrong JSON type
         raise BadRecord("(body)", type(exc).__name__, f"an OTLP/JSON ExportTraceServiceRequest ({exc})") from None
 
 
@@ -236,7 +236,7 @@ def _json_id(value: Any, size: int) -> str:
 def _json_int(value: Any) -> int:
     try:
         return int(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return 0
 
 
@@ -282,12 +282,11 @@ def _count(name: str, value: Any) -> int:
 
 def _map(spans: Iterable[_Span], names: AttributeNames) -> Spans:
     out = Spans()
-    usage_names = [(f, ns) for f, ns in USAGE.items()]
     attribution = names.fields()
     for index, sp in enumerate(spans):
         out.spans += 1
         attrs = sp.attrs
-        if not any(n in attrs for _, ns in usage_names for n in ns) or attrs.get(OPERATION) in AGGREGATE_OPERATIONS:
+        if USAGE_NAMES.isdisjoint(attrs) or attrs.get(OPERATION) in AGGREGATE_OPERATIONS:
             out.skipped += 1
             continue
         ev: dict[str, Any] = {}
