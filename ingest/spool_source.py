@@ -5,7 +5,8 @@ Order of effects (the Kafka consumer's, with the spool as the partition):
 1. On start the reader seeks to what the lake holds of stream `spool-<id>` + 1 (the lake is the
    truth; the spool keeps every record the lake does not hold yet).
 2. Records are buffered and cut into batches by the pipeline's limits; `Pipeline.write` makes a
-   batch visible atomically and refuses a range the lake already holds.
+   batch visible atomically and refuses a range the lake already holds. As in the Kafka consumer,
+   one batch is written on a writer thread while the next is read.
 3. Only then are the spool segments the lake now holds deleted (`Spool.release`).
 
 A SIGKILL anywhere leaves either records in the spool that the lake lacks (landed at the next
@@ -19,8 +20,9 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from ingest.pipeline import Pipeline
+from ingest.pipeline import Committed, Pipeline
 from ingest.spool import Spool
 
 log = logging.getLogger("spendlake.ingest")
@@ -46,6 +48,8 @@ class SpoolIngestor:
         self.clock = clock
         self.progress = progress
         self.stop = threading.Event()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
+        self._inflight: Future[list[Committed]] | None = None
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -69,8 +73,10 @@ class SpoolIngestor:
                 add(stream, stream, 0, seq, None, value)
             if got:
                 last_record = self.clock()
+            if self._inflight is not None and self._inflight.done():
+                self._finish()
             if self.pipeline.should_flush():
-                self._flush()
+                self._flush_async()
             if self.progress is not None:
                 self.progress(self.pipeline, self.clock())
             if not got:
@@ -78,11 +84,24 @@ class SpoolIngestor:
                     log.info("no new record for %.0f s: stopping", self.exit_when_idle_s)
                     break
                 # wake at once for a new record; otherwise in time to cut a batch by age
-                self.spool.wait(reader.next, 0.05 if self.pipeline.pending() else 0.2)
-        self._flush()
+                self.spool.wait(reader.next, 0.05 if self.pipeline.pending() or self._inflight else 0.2)
+        self._flush_async()
+        self._finish()
+        self._writer.shutdown(wait=True)
 
-    def _flush(self) -> None:
-        done = self.pipeline.flush()
+    def _flush_async(self) -> None:
+        """Hand the buffered batch to the writer thread, after the one before it is visible
+        (one batch in flight: that wait is the backpressure), and go on reading meanwhile."""
+        self._finish()
+        buffers = self.pipeline.detach()
+        if buffers:
+            self._inflight = self._writer.submit(self.pipeline.write, buffers)
+
+    def _finish(self) -> None:
+        """Wait for the batch in flight; the spool keeps only what the lake does not hold yet."""
+        if self._inflight is None:
+            return
+        done, self._inflight = self._inflight.result(), None
         if done:
             self.spool.release(max(c.next_offset for c in done))
 
