@@ -86,20 +86,24 @@ def decode_record(raw: bytes, names: otlp.AttributeNames = otlp.DEFAULT_NAMES) -
             spans = otlp.from_json(orjson.loads(raw), names)
         except orjson.JSONDecodeError:
             return [decode(raw)], []  # not JSON after all: decode() words the error
-    return otlp_rows(spans)
+    good, bad = validate_spans(spans)
+    return [row for _, _, row in good], [exc for _, exc in bad]
 
 
-def otlp_rows(spans: otlp.Spans) -> tuple[list[Row], list[BadRecord]]:
-    """Validated rows of an OTLP request's events; each failure keeps its span as evidence."""
-    rows: list[Row] = []
-    bad = [exc for _, exc in spans.rejected]
-    for ev in spans.events:
+def validate_spans(spans: otlp.Spans) -> tuple[list[tuple[int, dict[str, Any], Row]], list[tuple[int, BadRecord]]]:
+    """An OTLP request's events validated: (span index, event, row) for the good ones, (span
+    index, error) in span order for every span the mapping or the validation refused. A refused
+    event keeps itself as evidence (its canonical fields: no text)."""
+    good: list[tuple[int, dict[str, Any], Row]] = []
+    bad = list(spans.rejected)
+    for index, ev in zip(spans.event_index, spans.events):
         try:
-            rows.append(validate(ev, "otlp"))
+            good.append((index, ev, validate(ev, "otlp")))
         except BadRecord as exc:
             exc.evidence = orjson.dumps(ev)
-            bad.append(exc)
-    return rows, bad
+            bad.append((index, exc))
+    bad.sort(key=lambda r: r[0])
+    return good, bad
 
 
 def validate(ev: dict[str, Any], fmt: str) -> Row:

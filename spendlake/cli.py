@@ -415,8 +415,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     host, _, port = cfg.get("metrics", "listen").rpartition(":")
     if not host or not port.isdigit():
         problems.append(f"[metrics] listen: got {cfg.get('metrics', 'listen')!r}, expected HOST:PORT")
-    intake_on = cfg.intake_configured or args.intake_listen is not None
-    if args.intake_listen is not None and not cfg.intake_configured:
+    intake_on = cfg.intake_configured  # --intake-listen only moves it: who may send is the config's
+    if args.intake_listen is not None and not intake_on:
         problems.append("--intake-listen needs an [intake] section in the config saying who may send "
                         "(tokens_env, tokens_file or allow_unauthenticated = true)")  # fmt: skip
     if problems:

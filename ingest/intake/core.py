@@ -22,7 +22,7 @@ import orjson
 
 from ingest import otlp
 from ingest.adapters import normalize, redact_bytes
-from ingest.decode import parse, validate
+from ingest.decode import parse, validate, validate_spans
 from ingest.errors import BadRecord
 from ingest.intake.sink import Record, Sink
 
@@ -115,8 +115,7 @@ class Intake:
                 out.append((None, _evidence(item)))
                 continue
             result.accepted += 1
-            vk = ev.get("virtual_key")
-            out.append((vk.encode() if type(vk) is str else None, orjson.dumps(ev)))
+            out.append(_record(ev))
         self.sink.write(out)
         self.stats.result("/v1/events", result)
         return result
@@ -130,24 +129,18 @@ class Intake:
         return self._spans(otlp.from_proto(request, self.names), "grpc")
 
     def _spans(self, spans: otlp.Spans, endpoint: str) -> Result:
-        result = Result(skipped=spans.skipped)
-        out: list[Record] = []
-        result.rejected = list(spans.rejected)
-        out += [(None, exc.evidence or b"") for _, exc in spans.rejected]
-        for index, ev in zip(spans.event_index, spans.events):
-            try:
-                validate(ev, "otlp")
-            except BadRecord as exc:
-                result.rejected.append((index, exc))
-                out.append((None, orjson.dumps(ev)))
-                continue
-            result.accepted += 1
-            vk = ev.get("virtual_key")
-            out.append((vk.encode() if type(vk) is str else None, orjson.dumps(ev)))
-        result.rejected.sort(key=lambda r: r[0])
+        good, bad = validate_spans(spans)
+        result = Result(accepted=len(good), rejected=bad, skipped=spans.skipped)
+        out = [(None, exc.evidence or b"") for _, exc in bad] + [_record(ev) for _, ev, _ in good]
         self.sink.write(out)
         self.stats.result(endpoint, result)
         return result
+
+
+def _record(ev: dict[str, Any]) -> Record:
+    """An accepted event as forwarded: canonical JSON, keyed by its virtual key."""
+    vk = ev.get("virtual_key")
+    return (vk.encode() if type(vk) is str else None, orjson.dumps(ev))
 
 
 def _items(body: bytes) -> Any:
