@@ -100,57 +100,56 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         path = self.path.split("?", 1)[0]
         endpoint = path if path in ("/v1/traces", "/v1/events") else "other"
-        encoding = "json"
-        size = 0
+        self._encoding, self._size = "json", 0
+        status = 500
         try:
-            if endpoint == "other":
-                raise HttpError(404, f"no such endpoint {path!r}: POST /v1/traces or /v1/events")
-            if path == "/v1/traces":
-                encoding = self._trace_encoding()
-            if self.server.tokens.check(self.headers.get("Authorization")) is None:
-                self._drain()
-                raise HttpError(401, "a valid 'Authorization: Bearer <token>' header is required",
-                                {"WWW-Authenticate": 'Bearer realm="spendlake"'})  # fmt: skip
-            body, size = self._body()
-            if path == "/v1/traces":
-                result = self.server.intake.traces(body, encoding)
-                self._answer(200, trace_response(result, encoding), PROTOBUF if encoding == "protobuf" else JSON)
-            else:
-                result = self.server.intake.events(body)
-                status = 400 if result.rejected and not result.accepted else 200
-                answer = {"accepted": result.accepted, "rejected": result.rejects_json(),
-                          "rejected_count": len(result.rejected)}  # fmt: skip
-                self._answer(status, orjson.dumps(answer), JSON)
-                self.server.intake.stats.request(endpoint, status, size)
-                return
+            status = self._post(path)
         except HttpError as exc:
-            self._error(exc, path, encoding)
-            self.server.intake.stats.request(endpoint, exc.status, size)
-            return
+            status = exc.status
+            self._error(exc, path)
         except BadRecord as exc:
-            self._error(HttpError(400, str(exc)), path, encoding)
-            self.server.intake.stats.request(endpoint, 400, size)
-            return
+            status = 400
+            self._error(HttpError(400, str(exc)), path)
         except Unavailable as exc:
-            self._error(HttpError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}), path, encoding)
-            self.server.intake.stats.request(endpoint, 503, size)
-            return
+            status = 503
+            self._error(HttpError(503, str(exc), {"Retry-After": str(exc.retry_after_s)}), path)
         except TimeoutError:
+            status = 408
             self.close_connection = True
-            self.server.intake.stats.request(endpoint, 408, size)
-            return
         except Exception:  # a bug of ours: log it, answer plainly, keep serving
             log.exception("intake: %s failed", path)
-            self._error(HttpError(500, "internal error (logged by spendlake)"), path, encoding)
-            self.server.intake.stats.request(endpoint, 500, size)
-            return
-        self.server.intake.stats.request(endpoint, 200, size)
+            self._error(HttpError(500, "internal error (logged by spendlake)"), path)
+        finally:
+            self.server.intake.stats.request(endpoint, status, self._size)
+
+    def _post(self, path: str) -> int:
+        """Answer one POST; returns the status sent. Refusals are raised (HttpError & co.)."""
+        if path not in ("/v1/traces", "/v1/events"):
+            raise HttpError(404, f"no such endpoint {path!r}: POST /v1/traces or /v1/events")
+        if path == "/v1/traces":
+            self._encoding = self._trace_encoding()
+        if self.server.tokens.check(self.headers.get("Authorization")) is None:
+            self._drain()
+            raise HttpError(401, "a valid 'Authorization: Bearer <token>' header is required",
+                            {"WWW-Authenticate": 'Bearer realm="spendlake"'})  # fmt: skip
+        body = self._body()
+        if path == "/v1/traces":
+            result = self.server.intake.traces(body, self._encoding)
+            ctype = PROTOBUF if self._encoding == "protobuf" else JSON
+            self._answer(200, trace_response(result, self._encoding), ctype)
+            return 200
+        result = self.server.intake.events(body)
+        status = 400 if result.rejected and not result.accepted else 200
+        answer = {"accepted": result.accepted, "rejected": result.rejects_json(), "rejected_count": len(result.rejected)}
+        self._answer(status, orjson.dumps(answer), JSON)
+        return status
 
     def do_GET(self) -> None:  # noqa: N802
         if self.path.split("?", 1)[0] in ("/", "/healthz"):
             self._answer(200, b"spendlake intake: POST /v1/traces (OTLP/HTTP), POST /v1/events\n", "text/plain")
         else:
-            self._error(HttpError(405, "use POST", {"Allow": "POST"}), self.path, "json")
+            self._encoding = "json"
+            self._error(HttpError(405, "use POST", {"Allow": "POST"}), self.path)
 
     def _trace_encoding(self) -> str:
         ctype = (self.headers.get("Content-Type") or "").split(";", 1)[0].strip().lower()
@@ -169,7 +168,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.close_connection = True
 
-    def _body(self) -> tuple[bytes, int]:
+    def _body(self) -> bytes:
+        """The request body, decompressed, within the limits; its size as sent goes to `_size`."""
         limit = self.server.max_body_bytes
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
             self.close_connection = True
@@ -183,6 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # the body is never read
             raise HttpError(413, f"the body is {n} bytes; at most {limit} are accepted ([intake] max_body_bytes)")
         raw = self.rfile.read(n)
+        self._size = len(raw)
         if len(raw) < n:
             raise TimeoutError
         enc = (self.headers.get("Content-Encoding") or "identity").strip().lower()
@@ -194,15 +195,15 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(400, f"Content-Encoding: gzip, but the body does not decompress ({exc})") from None
             if len(body) > limit or d.unconsumed_tail:
                 raise HttpError(413, f"the body decompresses to more than {limit} bytes ([intake] max_body_bytes)")
-            return body, n
+            return body
         if enc != "identity":
             raise HttpError(415, f"Content-Encoding: got {enc!r}, expected 'gzip' or none")
-        return raw, n
+        return raw
 
-    def _error(self, exc: HttpError, path: str, encoding: str) -> None:
+    def _error(self, exc: HttpError, path: str) -> None:
         if path == "/v1/traces" and exc.status in (400, 503):
             code = INVALID_ARGUMENT if exc.status == 400 else UNAVAILABLE
-            if encoding == "protobuf":
+            if self._encoding == "protobuf":
                 body, ctype = rpc_status(code, exc.message), PROTOBUF
             else:
                 body, ctype = orjson.dumps({"code": code, "message": exc.message}), JSON
