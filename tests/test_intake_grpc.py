@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExportResult
 
 from conftest import raw_rows, spendlake, spendlake_bg, wait_for
+from intake_env import BASE_CONFIG
 from ingest.intake import Intake, Tokens, Unavailable
 from ingest.intake.grpc import serve_grpc
 
@@ -32,18 +33,7 @@ TOKEN = "grpc-test-token-7c1f"
 TOKENS_ENV = "SPENDLAKE_TEST_INTAKE_TOKENS"
 SECRET = "SECRET PROMPT TEXT"
 
-CONFIG = """\
-[lake]
-path = "{lake}"
-[metrics]
-listen = "127.0.0.1:0"
-[ingest]
-batch_max_age = 0.3
-[intake]
-listen = "127.0.0.1:0"
-grpc_listen = "127.0.0.1:0"
-tokens_env = "{env}"
-"""
+CONFIG = BASE_CONFIG + 'grpc_listen = "127.0.0.1:0"\n'  # the intake tests' serve, plus gRPC
 
 
 def _ports(log: Path) -> dict[str, int]:
@@ -117,7 +107,7 @@ def _export(port: int, req: Any, token: str | None, gzip: bool = False) -> Any:
 def test_sdk_spans_over_grpc_land_priced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     lake = tmp_path / "lake"
     cfg = tmp_path / "spendlake.toml"
-    cfg.write_text(CONFIG.format(lake=lake, env=TOKENS_ENV))
+    cfg.write_text(CONFIG.format(lake=lake))
     monkeypatch.setenv(TOKENS_ENV, f"other-token,{TOKEN}")
     log = tmp_path / "serve.log"
     proc = spendlake_bg("serve", "--config", str(cfg), log=log)
