@@ -109,6 +109,13 @@ class Duration:
         return f"{self.count}{self.unit}"
 
     @property
+    def words(self) -> str:
+        """How a person reads it after "per": ``1M`` month, ``1d`` day, ``3M`` 3 months, ``30m``
+        30 minutes. (``1M`` alone reads as "a million" to most people.)"""
+        name = UNITS[self.unit]
+        return name if self.count == 1 else f"{self.count} {name}s"
+
+    @property
     def seconds(self) -> int | None:
         """The fixed length for s, m, h, d, w (a local day may still be 23 or 25 h); None for M, Y."""
         unit = UNIT_SECONDS.get(self.unit)
@@ -150,6 +157,15 @@ def duration_problem(text: object) -> str | None:
     else:
         reason = "it must be a string"
     return f"got {text!r}, expected {DURATION_GRAMMAR}" + (f"; {reason}" if reason else "")
+
+
+def period_words(text: str) -> str:
+    """``reset_duration`` text as words after "per" ("month", "day", "3 months"); text that does
+    not parse is returned as it is."""
+    try:
+        return parse_duration(text).words
+    except ValueError:
+        return text
 
 
 def parse_duration(text: str) -> Duration:
@@ -600,5 +616,6 @@ def period(
 
 
 __all__: list[str] = [
-    "DURATION_GRAMMAR", "Duration", "Period", "UNITS", "duration_problem", "parse_duration", "period",
+    "DURATION_GRAMMAR", "Duration", "Period", "UNITS", "duration_problem", "parse_duration", "period_words",
+    "period",
 ]  # fmt: skip

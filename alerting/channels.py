@@ -50,12 +50,20 @@ def send(channel: Channel, alert: Alert, *, session: requests.Session | None = N
             delivered = _send_http(channel, alert, session)
         else:
             known = ", ".join(CHANNEL_TYPES)
-            raise TerminalError(f"channel {channel.name!r}: type {channel.type!r}, expected one of {known}")
+            raise TerminalError(f"type {channel.type!r}, expected one of {known}")
     except DeliveryError as exc:
         log.debug("channel %r (%s): %s %s: %s", channel.name, channel.type, alert.key, type(exc).__name__, exc)
         raise
     log.debug("channel %r (%s): %s delivered, status %s", channel.name, channel.type, alert.key, delivered.status)
     return delivered
+
+
+def _unnamed(channel: Channel, exc: LookupError) -> str:
+    """A secret lookup's message without its "channel 'x': " prefix: whoever shows a delivery
+    error (the outbox's table, `alerts test`) names the channel already."""
+    text = str(exc)
+    prefix = f"channel {channel.name!r}: "
+    return text[len(prefix):] if text.startswith(prefix) else text
 
 
 # --- HTTP: Slack, PagerDuty, webhook -----------------------------------------------------------
@@ -67,7 +75,7 @@ def _send_http(channel: Channel, alert: Alert, session: requests.Session | None)
         url = channel.endpoint()
         routing_key = channel.routing_key() if channel.type == "pagerduty" else None
     except LookupError as exc:
-        failure = TerminalError(str(exc))  # names the variable or file, never a value
+        failure = TerminalError(_unnamed(channel, exc))  # names the variable or file, never a value
     else:
         secrets = [*url_secrets(url), *([routing_key] if routing_key else [])]
         if routing_key is not None:
@@ -206,10 +214,10 @@ def _send_email(channel: Channel, alert: Alert) -> Delivered:
     try:
         password = channel.password()
     except LookupError as exc:
-        failure = TerminalError(str(exc))
+        failure = TerminalError(_unnamed(channel, exc))
     else:
         if not channel.smtp_host or not channel.sender or not channel.to:
-            raise TerminalError(f"channel {channel.name!r}: needs smtp_host, from and to")
+            raise TerminalError("needs smtp_host, from and to")
         secrets = [password] if password else []
         try:
             refused = _smtp_send(channel, email_message(channel, alert), password)

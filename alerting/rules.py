@@ -29,6 +29,7 @@ import duckdb
 
 from aggregator.budgets import status_table
 from aggregator.hierarchy import Hierarchy
+from aggregator.periods import period_words
 from alerting.config import Alerting
 from alerting.outbox import Record, known, record, route
 from alerting.records import Alert
@@ -222,7 +223,7 @@ class Rules:
             lines.append(f"Projected exhaustion: {self._local(exhaust)} at {usd(rate)}/hour")
         elif rate is not None and not math.isnan(rate):
             lines.append(f"Projected exhaustion: not before reset at {usd(rate)}/hour")
-        lines.append(f"Budget: {usd(limit)} per {b.reset_duration} ({LEVEL[b.owner_type]} {b.id})")
+        lines.append(f"Budget: {usd(limit)} per {period_words(b.reset_duration)} ({LEVEL[b.owner_type]} {b.id})")
         return tuple(lines)
 
     def _budget_alert(self, b: Any, row: dict[str, Any], t: float, now: datetime) -> Alert:

@@ -148,7 +148,7 @@ def send_test(cfg: settings_mod.Settings, name: str, out: TextIO) -> int:
         sys.stderr.write(f"spendlake: channel {name!r}: not delivered, a temporary failure: {exc.reason}{extra}\n")
         return 1
     except TerminalError as exc:
-        sys.stderr.write(f"spendlake: channel {name!r}: refused: {exc.reason}\n")
+        sys.stderr.write(f"spendlake: channel {name!r}: not delivered, a permanent failure: {exc.reason}\n")
         return 1
     out.write(f"channel {name!r} ({channel.type}): delivered" + (f" (status {got.status})" if got.status else "") + "\n")
     if channel.type == "pagerduty":

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from aggregator.budgets import BudgetStatus, BudgetUsage, status
 from aggregator.hierarchy import Hierarchy
+from aggregator.periods import period_words
 from aggregator.rollup import PUBLISH_DIR, Rollup, StateLocked, published_views, sql_string
 from spendlake import settings as settings_mod
 
@@ -29,9 +30,7 @@ def run(cfg: settings_mod.Settings, at_text: str | None, fmt: str, out: TextIO) 
     hierarchy = cfg.hierarchy
     assert hierarchy is not None
     at = _at(at_text)
-    lake = Path(cfg.get("lake", "path"))
-    if not (lake / "events").is_dir():
-        raise settings_mod.ConfigError([f"--lake: {lake} is not a spendlake lake (no events/ folder)"])
+    lake = Path(cfg.get("lake", "path"))  # that it is a lake, the command line checked (cli.require_lake)
     statuses = evaluate(lake, hierarchy, at, cfg.get("aggregator", "minute_retention_days"))
     if fmt == "json":
         out.write(json.dumps([s.as_json() for s in statuses], indent=2) + "\n")
@@ -120,7 +119,7 @@ def render(statuses: list[BudgetStatus], at: datetime) -> str:
         runs_out = f", runs out {s.projected_exhaustion_at}" if s.projected_exhaustion_at and frac < 1 else ""
         lines.append(
             f"{w.ljust(width)}  {bar} {frac * 100:6.1f}%  ${s.current_usage:,.2f} / ${s.max_limit:,.2f} "
-            f"per {s.reset_duration}, resets {s.reset_at}{runs_out}{mark}"
+            f"per {period_words(s.reset_duration)}, resets {s.reset_at}{runs_out}{mark}"
         )
     return "\n".join(lines) + "\n"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -181,6 +182,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("kafka").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     logging.getLogger("apscheduler").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
+        if _reads_lake(args):
+            cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+            require_lake(cfg.get("lake", "path"), _lake_origin(args, cfg))
         if args.verb == "ingest":
             return cmd_ingest(args)
         if args.verb == "price":
@@ -235,6 +239,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(f"unhandled verb {args.verb}")
 
 
+# Every lake has these after its first write (ingest, serve, pricing import create them); a command
+# that only reads needs one of them and never creates a lake (contract 4).
+LAKE_ENTRIES = ("events", "_manifests", "dead_letter", "_state", "_rollups", "_alerts", "_spool", "_catalog")
+
+
+def _reads_lake(args: argparse.Namespace) -> bool:
+    if args.verb == "pricing":
+        return bool(args.pricing_verb == "unpriced")
+    if args.verb == "alerts":
+        return args.alerts_verb != "test"
+    if args.verb == "price":  # reads a lake only to find its imported catalog
+        return args.lake is not None
+    return args.verb in ("query", "budgets", "report", "rollup", "reprice")
+
+
+def _lake_origin(args: argparse.Namespace, cfg: settings_mod.Settings) -> str:
+    """Who named the lake path: the flag, the environment, the config file, or the default."""
+    if getattr(args, "lake", None) is not None:
+        return "--lake"
+    if "SPENDLAKE_LAKE_PATH" in os.environ:
+        return "SPENDLAKE_LAKE_PATH"
+    if isinstance(cfg.raw.get("lake"), dict) and "path" in cfg.raw["lake"]:
+        return f"[lake] path in {cfg.source}"
+    return ""
+
+
+def require_lake(path: str, origin: str) -> None:
+    """A usage error (exit 2), in one line naming the path and where it came from, unless ``path``
+    holds a lake. Creates nothing."""
+    root = Path(path)
+    if origin:
+        where = f"{origin}: {path}"
+        hint = ""
+    else:
+        where = f"no lake at {path} (the default, {root.resolve()})"
+        hint = "; choose one with --lake PATH, or --config FILE whose [lake] path names it"
+    if not root.exists():
+        problem = f"{where} does not exist" if origin else where
+    elif not root.is_dir():
+        problem = f"{where} is a file, not a lake directory"
+    elif not any((root / entry).exists() for entry in LAKE_ENTRIES):
+        problem = (f"{where} is not a spendlake lake (no events/ or _manifests/ in it)" if origin
+                   else f"{where}: the directory holds no lake")  # fmt: skip
+        hint = hint or "; `spendlake ingest` or `spendlake serve` create one"
+    else:
+        return
+    raise settings_mod.ConfigError([problem + hint], "command line")
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.lake import Lake
     from ingest.pipeline import Pipeline
@@ -254,6 +307,14 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     problems = settings_mod.check(cfg.values)
     if problems:
         raise settings_mod.ConfigError(problems, "command line")
+    if args.source:  # every source must exist before the lake is opened (and so created)
+        from ingest.source import SourceNotFound, expand
+
+        try:
+            for spec in args.source:
+                expand(spec)
+        except SourceNotFound as exc:
+            raise settings_mod.ConfigError([str(exc)], "command line") from None
     catalog, policy, overrides = _pricing(cfg)
     limits = _limits(cfg)
     lake = Lake(cfg.get("lake", "path"))

@@ -72,10 +72,10 @@ class ConfigError(SpendlakeError):
 
     def __init__(self, problems: list[str], source: str = "configuration") -> None:
         self.problems = problems
-        super().__init__(
-            f"{source}: {len(problems)} problem{'s' if len(problems) != 1 else ''}:\n"
-            + "\n".join(f"  - {p}" for p in problems)
-        )
+        if len(problems) == 1:  # one mistake, one line
+            super().__init__(f"{source}: {problems[0]}")
+            return
+        super().__init__(f"{source}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 @dataclass(frozen=True)

@@ -201,11 +201,13 @@ def test_alerts_test_reports_what_the_channel_answered(tmp_path: Path) -> None:
     assert [r.json["event_action"] for r in pd.requests] == ["trigger", "resolve"]
     slack.script((404, "channel_not_found"))
     refused = run("--channel", "finops-slack")
-    assert refused.returncode == 1 and "refused: HTTP 404: channel_not_found" in refused.stderr
+    assert refused.returncode == 1 and "permanent failure: HTTP 404: channel_not_found" in refused.stderr
     unknown = run("--channel", "nope")
     assert unknown.returncode == 2 and "no channel named 'nope' (channels: finops-slack, oncall)" in unknown.stderr
     env.pop("TEST_SLACK_URL")
     missing = run("--channel", "finops-slack")
     assert missing.returncode == 1 and "TEST_SLACK_URL" in missing.stderr
+    # the channel is named once, not again inside the reason
+    assert missing.stderr.count("finops-slack") == 1, missing.stderr
     slack.close()
     pd.close()

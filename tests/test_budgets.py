@@ -227,6 +227,9 @@ def test_usage_per_budget_includes_descendants(hier: dict[str, Any]) -> None:
     assert june[("virtual_key", "vk-bob", "1d")]["current_usage"] == pytest.approx(11.0, abs=1e-9)
 
 
+WORDS = {"1M": "month", "1d": "day", "1h": "hour"}
+
+
 def test_table_format(hier: dict[str, Any]) -> None:
     r = budgets_cmd(hier["config"], hier["lake"], AT_JUNE, fmt="table")
     assert r.returncode == 0, r.stderr.decode()
@@ -235,7 +238,8 @@ def test_table_format(hier: dict[str, Any]) -> None:
     lines = text.splitlines()[1:]
     assert len(lines) == len(BUDGETS)
     for (t, i, d, _), line in zip(BUDGETS, lines):
-        assert f"{t} {i}" in line and f"per {d}" in line, line
+        # the period in words ("per month", "per 6 hours"), never "per 1M", which reads as a million
+        assert f"{t} {i}" in line and f"per {WORDS[d]}," in line and f"per {d}," not in line, line
     # over the limit: cust-acme 1d $61 / $50, team-eng 1h $10 / $8, vk-alice 1h $5 / $4, vk-bob 1d $11 / $10
     exceeded = [line.split()[1] for line in lines if line.endswith("EXCEEDED")]
     assert exceeded == ["cust-acme", "team-eng", "vk-alice", "vk-bob"]
