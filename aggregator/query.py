@@ -45,6 +45,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import decimal
+import difflib
 import io
 import json
 import math
@@ -63,9 +64,10 @@ import pyarrow as pa
 
 from aggregator.rollup import PUBLISH_DIR, published_views
 from ingest.schema import DEAD_LETTER_SCHEMA, LAKE_SCHEMA
+from pricing.money import cost_text, round_cost
 
-__all__ = ["BUDGET_STATUS_COLUMNS", "FORMATS", "QueryError", "QueryRefused", "check", "connect", "format_rows", "run",
-           "sql_views"]  # fmt: skip
+__all__ = ["BUDGET_STATUS_COLUMNS", "FORMATS", "QueryError", "QueryRefused", "check", "connect", "format_rows",
+           "relations", "run", "sql_views"]  # fmt: skip
 
 FORMATS = ("table", "csv", "json")
 
@@ -107,7 +109,10 @@ class QueryRefused(Exception):
 
 
 class QueryError(Exception):
-    """DuckDB could not run the query (syntax, unknown column, bad cast, ...): one line."""
+    """DuckDB could not run the query (syntax, unknown table or column, bad cast, ...): one line.
+
+    An unknown table or view is answered with spendlake's own names (see ``run``), not with
+    DuckDB's guess among its internal catalog (``duckdb_views``, ``pg_constraint``, ...)."""
 
 
 # --- connection --------------------------------------------------------------------------------
@@ -298,9 +303,67 @@ def run(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[list[str], list[tuple
         raise QueryRefused(
             f"query: {_one_line(str(exc))} (only the lake's {', '.join(d + '/' for d in READABLE_DIRS)} can be read)"
         ) from None
+    except duckdb.CatalogException as exc:
+        raise QueryError(_missing_relation(con, _one_line(str(exc)))) from None
     except duckdb.Error as exc:
         raise QueryError(_one_line(str(exc))) from None
     return columns, rows
+
+
+# DuckDB 2.0.1: 'Catalog Error: Table with name X does not exist! Did you mean "Y"?' (X without its
+# schema), or '... Table with name "s.X" does not exist because schema "s" does not exist.'
+_MISSING = re.compile(r'^Catalog Error: Table with name (?P<name>.+?) does not exist'
+                      r'(?: because schema "[^"]*" does not exist)?[!.]?(?: Did you mean "(?P<hint>[^"]*)"\?)?')
+_MARKED = re.compile(r">>(.*?)<<")  # the spot _one_line marked in the "(LINE n: ...)" context
+_OWN_SCHEMAS = ("", "main", "memory", "memory.main")
+_HINT_CUTOFF = 0.6  # difflib ratio for "did you mean" among spendlake's names
+_SYSTEM_HINT_CUTOFF = 0.85  # DuckDB's own guess is kept only when it is nearly what was typed
+
+
+def relations(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """The tables and views of the query connection's own catalog (the lake views, the rollups,
+    budget_status and the sql/ views), sorted; none of DuckDB's internal ones."""
+    return sorted(
+        name
+        for (name,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' "
+            "UNION SELECT table_name FROM duckdb_tables() WHERE NOT internal AND schema_name = 'main'"
+        ).fetchall()
+    )
+
+
+def _missing_relation(con: duckdb.DuckDBPyConnection, message: str) -> str:
+    """``message`` (one line) about an unknown table or view, with DuckDB's guess among its own
+    catalog replaced by spendlake's names: the closest one, if one is close, and the list. A name
+    in another schema (``information_schema.tablez``) keeps DuckDB's message."""
+    m = _MISSING.match(message)
+    if not m:
+        return message
+    typed = m.group("name").strip('"')
+    rest = message[m.end():].strip()  # DuckDB's "(LINE n: ... >>name<< ...)", if any
+    name = typed
+    if " because schema " in message:  # "s.X": a schema that does not exist
+        schema, _, name = typed.rpartition(".")
+    else:  # the message names the table without its schema; the marked spot has what was typed
+        marked = _MARKED.search(rest)
+        spot = marked.group(1).replace('"', "").lower() if marked else ""
+        schema = spot[: -len(typed) - 1] if spot.endswith("." + typed.lower()) else ""
+    if schema.lower() not in _OWN_SCHEMAS:
+        return message  # information_schema.tablez, pg_catalog.x, a schema that does not exist
+    try:
+        ours = relations(con)
+    except duckdb.Error:
+        return message
+    close = difflib.get_close_matches(name.lower(), ours, n=1, cutoff=_HINT_CUTOFF)
+    hint = m.group("hint")
+    if close:
+        guess = f' Did you mean "{close[0]}"?'
+    elif hint and difflib.SequenceMatcher(None, name.lower(), hint).ratio() >= _SYSTEM_HINT_CUTOFF:
+        guess = f' Did you mean "{hint}" (a DuckDB catalog name)?'  # duckdb_view -> duckdb_views
+    else:
+        guess = ""
+    return (f"Catalog Error: table or view {typed} does not exist.{guess}{' ' + rest if rest else ''} "
+            f"spendlake's tables and views: {', '.join(ours)}")
 
 
 _CONTEXT = re.compile(r"\n\s*LINE (\d+): ([^\n]*)\n( *)(\^+)[^\n]*")
@@ -357,7 +420,7 @@ def _json_value(value: Any) -> Any:
     if value is None or isinstance(value, (bool, str, int)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return round_cost(value) if math.isfinite(value) else None
     if isinstance(value, decimal.Decimal):
         return float(value) if value.is_finite() else None
     if isinstance(value, dt.datetime):
@@ -375,12 +438,6 @@ def _json_value(value: Any) -> Any:
     return str(value)  # UUID and anything else DuckDB may hand back
 
 
-def _float_text(value: float) -> str:
-    if not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    return f"{value:.12g}"
-
-
 def _text(value: Any, null: str) -> str:
     """A cell of the table and CSV formats."""
     if value is None:
@@ -388,7 +445,7 @@ def _text(value: Any, null: str) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return _float_text(value)
+        return cost_text(value)  # 12 significant digits, shortest form; nan, inf, -inf as such
     if isinstance(value, (str, int, decimal.Decimal)):
         return str(value)
     if isinstance(value, (dict, list, tuple)):
@@ -451,23 +508,30 @@ def _json(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def format_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str) -> str:
     """Render a result. Every format ends with a newline.
 
-    - ``table``: aligned columns, numbers right-aligned, NULL shown as ``NULL``, floats with up
-      to 12 significant digits, newlines in values shown as ``\\n``, then "(N rows)". An
-      EXPLAIN result is printed as DuckDB draws the plan.
+    Every float (DOUBLE, FLOAT; also inside lists, structs and maps) is shown at 12 significant
+    digits, in its shortest form, the same text in all three formats: ``pricing.money.cost_text``
+    (``0.1 + 0.2`` is ``0.3``, a cost of ``0.0045000000000000005`` is ``0.0045``, ``12.0`` stays
+    ``12.0``, ``1e-07``). That removes float noise and keeps every figure within 5e-12 relative
+    of the stored value; the lake keeps full float64, and ``CAST(x AS VARCHAR)`` in the query
+    shows all of it. Integers and DECIMALs are never rounded.
+
+    - ``table``: aligned columns, numbers right-aligned, NULL shown as ``NULL``, newlines in
+      values shown as ``\\n``, then "(N rows)". An EXPLAIN result is printed as DuckDB draws
+      the plan.
     - ``csv``: RFC 4180 (CRLF line ends, quoting as needed) with a header row; NULL is an empty
-      field; floats in full precision (``repr``), booleans ``true``/``false``; lists, structs
-      and maps as JSON text.
+      field; NaN and infinities ``nan``, ``inf``, ``-inf``; booleans ``true``/``false``; lists,
+      structs and maps as JSON text.
     - ``json``: a list of objects, one per line, keys in column order (a repeated name gets
-      ``_2``, ``_3``). NULL, NaN and infinities are ``null``; integers of any size (HUGEINT,
-      UHUGEINT) and DECIMALs are JSON numbers (a DECIMAL through a double: exact up to 15
-      significant digits); timestamps RFC 3339 in UTC (``2025-11-28T12:00:00.123Z``; a
-      TIMESTAMP without time zone has no offset), dates ``YYYY-MM-DD``, intervals ISO 8601
-      durations, BLOBs as DuckDB prints them (``\\xNN`` escapes).
+      ``_2``, ``_3``). NULL, NaN and infinities are ``null``; floats are JSON numbers at the 12
+      digits above; integers of any size (HUGEINT, UHUGEINT) and DECIMALs are JSON numbers (a
+      DECIMAL through a double: exact up to 15 significant digits); timestamps RFC 3339 in UTC
+      (``2025-11-28T12:00:00.123Z``; a TIMESTAMP without time zone has no offset), dates
+      ``YYYY-MM-DD``, intervals ISO 8601 durations, BLOBs as DuckDB prints them (``\\xNN`` escapes).
     """
     if fmt == "table":
         return _table(columns, rows)
     if fmt == "csv":
-        return _csv(columns, [[repr(v) if isinstance(v, float) and math.isfinite(v) else v for v in r] for r in rows])
+        return _csv(columns, rows)
     if fmt == "json":
         return _json(columns, rows)
     raise ValueError(f"format: got {fmt!r}, expected one of {', '.join(FORMATS)}")

@@ -5,6 +5,11 @@ in input order. A canonical event comes back with its own keys plus the cost fie
 `cost_usd`, if any, moves to `reported_cost_usd`); any other input shape (LiteLLM, Bifrost, ...)
 comes back as the canonical event it maps to, so no prompt or response text is echoed. A bad line
 is reported on stderr with its line number, field and value, and the run ends with exit code 1.
+
+Every cost written (``cost_usd``, the ``cost_*_usd`` parts and ``reported_cost_usd``) is rounded to
+12 significant digits (``pricing.money.round_cost``), so a sum of float prices prints as
+``0.0045``, not ``0.0045000000000000005``. Ingest stores the unrounded float64; the two agree to
+5e-12 relative.
 """
 
 from __future__ import annotations
@@ -20,9 +25,12 @@ from ingest.decode import ROW_FIELDS, Row, decode
 from ingest.errors import BadRecord
 from ingest.schema import COST_SCHEMA, EVENT_SCHEMA
 from pricing import Catalog, Override, price_table
+from pricing.money import round_cost
 
 CHUNK = 10_000
 COST_KEYS = [f.name for f in COST_SCHEMA]
+# The money fields of an output line: the cost columns pricing adds, and the emitter's own figure.
+MONEY_KEYS = tuple(f.name for f in COST_SCHEMA if pa.types.is_floating(f.type)) + ("reported_cost_usd",)
 
 
 def run(catalog: Catalog, policy: str, overrides: Sequence[Override], stdin: BinaryIO, stdout: BinaryIO) -> int:
@@ -65,6 +73,9 @@ def _emit(
         else:
             doc = _canonical(row)
         doc.update(cost)
+        for key in MONEY_KEYS:
+            if isinstance(doc.get(key), float):  # an int the emitter sent stays as it is
+                doc[key] = round_cost(doc[key])
         out.write(orjson.dumps(doc) + b"\n")
 
 

@@ -167,8 +167,19 @@ from rows group by provider, model order by events desc, provider, model
 """
 
 
+def unpriced_scope(since: date | None) -> str:
+    """What ``pricing unpriced`` counted, in words: "all time" or "since 2026-11-01 (UTC)"."""
+    return "all time" if since is None else f"since {since.isoformat()} (UTC)"
+
+
 def cmd_unpriced(lake: str, since: date | None, fmt: str, out: Any = sys.stdout) -> int:
-    """Models with usage but no price: how much, since when. Exit 0 either way."""
+    """Models with usage but no catalog price: how much, since when. Exit 0 either way.
+
+    Counted: events (one per request; a resent ``event_id`` once) whose cost did not come from
+    the catalog or an override: ``cost_source`` ``unpriced`` (cost NULL) or ``reported`` (the
+    emitter's figure), with event time on or after ``since`` (UTC midnight), or all time. The
+    table says that scope in a title line and in its summary; JSON is the bare list of rows.
+    """
     import duckdb
 
     files = Path(lake) / "events"
@@ -187,19 +198,23 @@ def cmd_unpriced(lake: str, since: date | None, fmt: str, out: Any = sys.stdout)
     if fmt == "json":
         out.write(json.dumps(rows, indent=2) + "\n")
         return 0
+    scope = unpriced_scope(since)
     if not rows:
-        out.write("every event is priced\n")
+        out.write(f"no events without a catalog price, {scope}\n")
         return 0
-    head = ("provider", "model", "events", "with_reported_cost", "input_tokens", "output_tokens", "last_seen")
+    out.write(f"Events without a catalog price, {scope}; a resent event_id counts once:\n")
+    head = ("provider", "model", "events", "with_reported_cost", "input_tokens", "output_tokens", "first_seen",
+            "last_seen")  # fmt: skip
     cells = [[str(r[h]) if not isinstance(r[h], int) else f"{r[h]:,}" for h in head] for r in rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(head)]
-    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths)) + "\n")
+    out.write("  ".join(h.ljust(w) for h, w in zip(head, widths)).rstrip() + "\n")
     for c in cells:
-        out.write("  ".join(v.ljust(w) for v, w in zip(c, widths)) + "\n")
+        out.write("  ".join(v.ljust(w) for v, w in zip(c, widths)).rstrip() + "\n")
     total = sum(r["events"] for r in rows)
     out.write(
-        f"{total:,} events of {len(rows)} models have no catalog price (cost NULL unless the emitter "
-        "sent cost_usd).\nFix: `spendlake pricing import FILE|URL`, or explicit prices in "
+        f"{total:,} event{'s' if total != 1 else ''} of {len(rows)} model{'s' if len(rows) != 1 else ''} "
+        f"without a catalog price, {scope}; their cost is NULL unless the emitter sent cost_usd.\n"
+        "Fix: `spendlake pricing import FILE|URL`, or explicit prices in "
         "[[pricing.overrides]]; then `spendlake reprice`.\n"
     )
     return 0

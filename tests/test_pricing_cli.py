@@ -132,7 +132,38 @@ def test_unpriced_lists_models_without_a_price(tmp_path: Path) -> None:
     table = spendlake("pricing", "unpriced", "--lake", str(lake), check=True).stdout.decode()
     assert "mystery-1" in table and "4 events of 2 models" in table
     none = spendlake("pricing", "unpriced", "--lake", str(lake), "--since", "2100-01-01", check=True)
-    assert "every event is priced" in none.stdout.decode()
+    assert none.stdout.decode() == "no events without a catalog price, since 2100-01-01 (UTC)\n"
+
+
+def test_unpriced_says_what_it_counted(tmp_path: Path) -> None:
+    """The table's title and summary name the count (events without a catalog price) and its scope."""
+    lake = tmp_path / "lake"
+    src = tmp_path / "events.jsonl"
+    day = 86_400_000  # event(i) is on 2025-11-28; these two a day apart
+    lines = [event(i, provider="acme", model="mystery-1", cached_input_tokens=0, timestamp=1764331200000 + i * day)
+             for i in range(2)]  # fmt: skip
+    src.write_bytes(b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    spendlake("ingest", "--source", str(src), "--lake", str(lake), "--quiet", check=True)
+
+    lines_out = spendlake("pricing", "unpriced", "--lake", str(lake), check=True).stdout.decode().splitlines()
+    assert lines_out[0] == "Events without a catalog price, all time; a resent event_id counts once:"
+    assert lines_out[1].split() == ["provider", "model", "events", "with_reported_cost", "input_tokens",
+                                    "output_tokens", "first_seen", "last_seen"]  # fmt: skip
+    assert lines_out[2].split()[:3] == ["acme", "mystery-1", "2"]
+    assert lines_out[2].split()[-2:] == ["2025-11-28T12:00:00Z", "2025-11-29T12:00:00Z"]
+    assert lines_out[3].startswith("2 events of 1 model without a catalog price, all time; their cost is NULL")
+
+    out = spendlake("pricing", "unpriced", "--lake", str(lake), "--since", "2025-11-29", check=True).stdout.decode()
+    lines_out = out.splitlines()
+    assert lines_out[0] == "Events without a catalog price, since 2025-11-29 (UTC); a resent event_id counts once:"
+    assert lines_out[2].split()[:3] == ["acme", "mystery-1", "1"]
+    assert lines_out[3].startswith("1 event of 1 model without a catalog price, since 2025-11-29 (UTC); their cost")
+    assert "all time" not in out
+
+    # JSON keeps its shape: the bare list of rows
+    got = json.loads(spendlake("pricing", "unpriced", "--lake", str(lake), "--since", "2025-11-29", "--format", "json",
+                               check=True).stdout)  # fmt: skip
+    assert [(r["model"], r["events"], r["first_seen"]) for r in got] == [("mystery-1", 1, "2025-11-29T12:00:00Z")]
 
 
 def test_price_uses_the_config_overrides_and_policy(tmp_path: Path) -> None:
@@ -198,7 +229,7 @@ def test_reprice_applies_a_new_override_to_past_days_once(tmp_path: Path) -> Non
     assert "1 rewritten, 2 unchanged" in first, first
 
     r = spendlake("reprice", "--lake", str(tmp_path / "nowhere"), "--since", "2026-01-01")
-    assert r.returncode == 1 and "nowhere" in r.stderr.decode()
+    assert r.returncode == 2 and "nowhere" in r.stderr.decode()  # a lake that does not exist: bad usage
     r = spendlake("reprice", "--lake", str(lake), "--since", "2026-02-01", "--until", "2026-01-01")
     assert r.returncode == 2 and "--until" in r.stderr.decode()
     r = spendlake("reprice", "--lake", str(lake), "--since", "yesterday")

@@ -28,6 +28,7 @@ from aggregator import query
 from aggregator.rollup import Rollup
 from conftest import event, spendlake
 from ingest.schema import DEAD_LETTER_SCHEMA, LAKE_SCHEMA
+from pricing.money import cost_text, round_cost
 
 DAY_MS = 86_400_000
 N_A, N_B, OVERLAP = 200, 110, 50  # a.jsonl: events 0..199; b.jsonl: 150..259 (150..199 in both)
@@ -430,6 +431,56 @@ def test_bad_sql_is_one_line_query_error(con: Any) -> None:
     assert ">>nosuch<<" in str(info.value)
 
 
+def test_unknown_table_lists_spendlake_names_not_duckdb_internals(con: Any, lake: Path) -> None:
+    ours = {name for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    assert set(VIEWS) | set(BASE_VIEWS) <= ours and query.relations(con) == sorted(ours)
+    # what DuckDB itself answers: a guess among its internal catalog
+    with pytest.raises(duckdb.CatalogException) as raw:
+        con.execute("SELECT * FROM team_views")
+    assert 'Did you mean "duckdb_views"?' in str(raw.value)
+
+    def listed(msg: str) -> set[str]:
+        assert "\n" not in msg and "LINE 1: " in msg, msg
+        head, sep, names = msg.partition(" spendlake's tables and views: ")
+        assert sep, msg
+        return set(names.split(", "))
+
+    with pytest.raises(query.QueryError) as info:
+        query.run(con, "SELECT * FROM team_views")
+    msg = str(info.value)
+    assert "team_views does not exist" in msg and "duckdb_" not in msg and "Did you mean" not in msg, msg
+    assert listed(msg) == ours
+
+    # a near miss of one of our names is suggested, whatever DuckDB would have guessed
+    for typed, want in (("daily_cost_by_tem", "daily_cost_by_team"), ("rollup_day", "rollup_daily"),
+                        ("dead_letter", "dead_letters"), ("main.evnts", "events"), ('"Request_Logs"', "request_log")):
+        with pytest.raises(query.QueryError) as info:
+            query.run(con, f"SELECT count(*) FROM {typed} WHERE true")
+        msg = str(info.value)
+        assert f'Did you mean "{want}"?' in msg and f">>{typed}<<" in msg and listed(msg) == ours, msg
+    # DuckDB's own names: its guess stays when it is nearly what was typed, or the schema is its own
+    with pytest.raises(query.QueryError) as info:
+        query.run(con, "SELECT * FROM duckdb_view")
+    assert 'Did you mean "duckdb_views" (a DuckDB catalog name)?' in str(info.value)
+    with pytest.raises(query.QueryError) as info:
+        query.run(con, "SELECT * FROM information_schema.tablez")
+    assert 'Did you mean "tables"?' in str(info.value) and "spendlake's" not in str(info.value)
+
+    # the command: exit 2, one line on stderr
+    r = spendlake("query", "--lake", str(lake), "SELECT * FROM daily_cost_by_tem")
+    err = r.stderr.decode()
+    assert r.returncode == 2 and err.count("\n") == 1 and err.startswith("spendlake: query: Catalog Error: "), err
+    assert 'Did you mean "daily_cost_by_team"?' in err and listed(err.strip()) == ours
+
+
+def test_unknown_column_keeps_duckdbs_candidates(con: Any) -> None:
+    """DuckDB's candidates for an unknown column come from the query's own FROM: our columns."""
+    with pytest.raises(query.QueryError) as info:
+        query.run(con, "SELECT cost_us FROM request_log")
+    msg = str(info.value)
+    assert 'Candidate bindings: "cost_usd"' in msg and "duckdb_" not in msg and "spendlake's" not in msg, msg
+
+
 # --- formats -----------------------------------------------------------------------------------
 
 
@@ -443,22 +494,22 @@ def test_format_rows_on_real_results(con: Any) -> None:
     assert table[0].split() == cols and set(table[1]) == {"-", " "} and table[-1] == "(3 rows)"
     widths = [len(part) for part in table[1].split("  ")]
     assert table[2].startswith("evt-000000001  2025-11-28T12:00:01Z  customer-acme")
-    assert table[2].endswith(f"{rows[0][4]:g}".rjust(widths[4]))  # numbers right-aligned
+    assert table[2].endswith(cost_text(rows[0][4]).rjust(widths[4]))  # numbers right-aligned
     assert table[3].endswith("NULL".rjust(widths[4]))
     assert table[4].split()[2:4] == ["NULL", "NULL"]
     cost = table[2].split()[3]
-    assert float(cost) == pytest.approx(rows[0][3], rel=1e-11)
+    assert cost == cost_text(rows[0][3]) and float(cost) == pytest.approx(rows[0][3], rel=1e-11)
 
     text = query.format_rows(cols, rows, "csv")
     parsed = list(csv.reader(io.StringIO(text, newline="")))
     assert parsed[0] == cols and len(parsed) == 4 and text.endswith("\r\n")
     assert parsed[1][:3] == ["evt-000000001", "2025-11-28T12:00:01Z", "customer-acme"]
-    assert float(parsed[1][3]) == rows[0][3]  # full precision
+    assert parsed[1][3] == cost_text(rows[0][3])  # 12 significant digits, as in the table
     assert parsed[2][4] == "" and parsed[3][2:4] == ["", ""]  # NULL is an empty field
 
     objs = json.loads(query.format_rows(cols, rows, "json"))
     assert [list(o) for o in objs] == [cols] * 3
-    assert objs[0]["time"] == "2025-11-28T12:00:01Z" and objs[0]["cost_usd"] == rows[0][3]
+    assert objs[0]["time"] == "2025-11-28T12:00:01Z" and objs[0]["cost_usd"] == round_cost(rows[0][3])
     assert objs[1]["latency_ms"] is None and objs[2]["customer"] is None and objs[2]["cost_usd"] is None
 
 
@@ -469,17 +520,17 @@ def test_format_rows_types(con: Any) -> None:
                DATE '2025-11-28' AS d, 'a,"b"' || chr(10) || 'c' AS s, 170141183460469231731687303715884105727::HUGEINT AS big,
                1.50::DECIMAL(10, 2) AS dec, [1, 2] AS l, MAP {'k': 'v'} AS m, INTERVAL 90 MINUTE AS iv,
                '\\xAA'::BLOB AS b, true AS ok, 1 AS n""")
-    assert rows[0][9] == Decimal("1.50")
+    assert rows[0][9] == Decimal("1.50") and repr(rows[0][2]) == "0.30000000000000004"  # float noise
     objs = json.loads(query.format_rows(cols, rows, "json"))
     assert objs == [{
-        "n": 1, "nothing": None, "f": 0.30000000000000004, "nan": None, "ts": "2025-11-28T12:00:00.123Z",
+        "n": 1, "nothing": None, "f": 0.3, "nan": None, "ts": "2025-11-28T12:00:00.123Z",
         "naive": "2025-11-28T12:00:00", "d": "2025-11-28", "s": 'a,"b"\nc', "big": 2**127 - 1, "dec": 1.5,
         "l": [1, 2], "m": {"k": "v"}, "iv": "PT1H30M", "b": "\\xAA", "ok": True, "n_2": 1,
     }]  # fmt: skip
     text = query.format_rows(cols, rows, "csv")
     (header, row) = list(csv.reader(io.StringIO(text, newline="")))
     assert header == cols
-    assert row[:4] == ["1", "", "0.30000000000000004", "nan"] and row[7] == 'a,"b"\nc' and row[10] == "[1,2]"
+    assert row[:4] == ["1", "", "0.3", "nan"] and row[7] == 'a,"b"\nc' and row[10] == "[1,2]"
     assert row[4] == "2025-11-28T12:00:00.123Z" and row[9] == "1.50" and row[14] == "true"
     table = query.format_rows(cols, rows, "table")
     assert "a,\"b\"\\nc" in table and "0.3 " in table and table.endswith("(1 row)\n")
