@@ -180,7 +180,8 @@ class Rules:
                 top = t == crossed[-1]
                 out.append(Record(alert, route(self.cfg.channels, alert) if top else (), subject=b.id,
                                   period_start=start, max_limit=limit,
-                                  note=None if top else f"superseded by the {crossed[-1] * 100:g}% alert"))  # fmt: skip
+                                  note=None if top else f"passed in the same batch as {crossed[-1] * 100:g}%; "
+                                  "only that alert was sent"))  # fmt: skip
         if not thresholds_only:
             out += self._resolves(con, current, now)
         return out

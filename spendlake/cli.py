@@ -606,7 +606,7 @@ class Progress:
         rate = s.events / max(now - self.started, 1e-9)
         sys.stderr.write(
             f"spendlake: {s.events:,} events in {s.batches:,} batches ({rate:,.0f}/s), "
-            f"{s.dead_letters:,} dead letters, {s.unpriced:,} unpriced\n"
+            f"{s.dead_letters:,} dead letters, {s.unpriced:,} of these events unpriced\n"
         )
 
 
@@ -614,7 +614,8 @@ def _summary(pipeline: Any, what: str) -> None:
     s = pipeline.stats
     sys.stderr.write(
         f"spendlake: done ({what}): {s.events:,} events landed in {s.batches:,} batches, "
-        f"{s.dead_letters:,} dead letters, {s.unpriced:,} unpriced"
+        f"{s.dead_letters:,} dead letters, {s.unpriced:,} of these events unpriced (no price for their model: "
+        "cost NULL, not $0; `spendlake pricing unpriced` lists them)"
         + (f", {s.conflicts} stale batches discarded" if s.conflicts else "")
         + f"; lake {pipeline.lake.root}\n"
     )

@@ -7,8 +7,16 @@ live — and the alerts that say so, within seconds.
 2. Writes a config whose budgets fit that history (a daily budget for the agent), starts a local
    Slack-like receiver and `spendlake serve` (rollups, budgets, alerts, /metrics).
 3. The agent runs away again, now: its requests go to Kafka and the receiver prints the alerts as
-   they arrive (80%, 90%, 100% of its daily budget, the cost spike).
-4. Prints the budget table, writes the HTML report and suggests what to try next.
+   they arrive (the forecast, 80%, 90%, 100% of its daily budget, the cost spike). The burst is
+   paced so that each threshold is its own moment: the demo sends just enough requests to cross
+   the next threshold and waits for its alert before sending more; an alert that still shares a
+   batch with a higher one is printed as such at the end, never hidden.
+4. Prints the alerts, the budget table, writes the HTML report and suggests what to try next.
+
+Every run tells the same story from a clean lake: a lake the demo made before (``_demo/`` marks
+it) is reset, a directory that is not a demo lake is refused, and the lake ignores itself in git
+(its own ``.gitignore``). The demo's own broker keeps its data under ``/var/tmp`` only while it
+runs (``--keep-broker`` keeps both). ``SPENDLAKE_DEMO_KAFKA_PORT`` moves that broker (default 9092).
 
 `--no-kafka` tells the same story on a machine without Java: the history through the file source,
 then `spendlake serve` embedded (no broker) with the live burst sent over its HTTP intake.
@@ -17,6 +25,7 @@ then `spendlake serve` embedded (no broker) with the live burst sent over its HT
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import shutil
@@ -48,9 +57,13 @@ TEAMS = [("team-eng", "customer-acme"), ("team-support", "customer-acme"), ("tea
 CUSTOMERS = {"customer-acme": "Acme Corp", "customer-globex": "Globex", "customer-initech": "Initech"}
 RUNAWAY = ("vk-runaway-agent", "team-research", "customer-globex")
 DAY_MS = 86_400_000
-DEMO_PORT = 9092
+DEMO_PORT = int(os.environ.get("SPENDLAKE_DEMO_KAFKA_PORT", "9092"))
+MARK = "_demo/.spendlake-demo"  # a lake the demo made, and so may reset
 RUNAWAY_DAILY_BUDGET = 25.0
 LIVE_EVENTS = 150  # ~$0.33 each: $50, twice the agent's daily budget
+THRESHOLDS = (0.8, 0.9, 1.0)  # the default [alerts] budget_thresholds the story walks through
+CHANNEL = "finops-slack"  # the README's example channel, so its commands work on the demo's config
+SLACK_ENV = "SPENDLAKE_SLACK_WEBHOOK_URL"
 
 
 def say(msg: str) -> None:
@@ -146,10 +159,13 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
             say(f"127.0.0.1:{DEMO_PORT} is already taken; if a Kafka broker runs there, "
                 f"use it: `spendlake demo --bootstrap-servers 127.0.0.1:{DEMO_PORT}`")  # fmt: skip
             return 1
-        broker_env = {**os.environ, "KAFKA_PORT": str(DEMO_PORT), "KAFKA_HOME": "/var/tmp/spendlake-demo-kafka"}
+        broker_env = {**os.environ, "KAFKA_PORT": str(DEMO_PORT), "KAFKA_HOME": f"/var/tmp/spendlake-demo-kafka-{DEMO_PORT}"}
     lake_path = Path(lake).resolve()
+    problem = fresh_lake(lake_path)
+    if problem:
+        say(problem)
+        return 2
     work = lake_path / "_demo"
-    work.mkdir(parents=True, exist_ok=True)
     end_ms = int(time.time() * 1000) - 2 * 3600 * 1000  # history ends two hours ago
     say(f"[1/5] generating {events:,} usage events for the last 30 days (3 customers, 6 teams, 60 keys, 12 models)")
     values = traffic(events, end_ms)
@@ -159,7 +175,9 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
             _history_from_files(values, lake_path, work)
         else:
             if broker_env is not None:
-                say(f"starting a local Kafka broker on 127.0.0.1:{DEMO_PORT} (first run fetches its jars from Maven Central)")
+                cached = subprocess.run(["bash", str(BROKER_SCRIPT), "cached"], env=broker_env).returncode == 0
+                fetch = "" if cached else " (this first run fetches its jars from Maven Central, once)"
+                say(f"starting a local Kafka broker on 127.0.0.1:{DEMO_PORT}{fetch}")
                 subprocess.run(["bash", str(BROKER_SCRIPT), "start"], env=broker_env, check=True)
                 bootstrap = f"127.0.0.1:{DEMO_PORT}"
             assert bootstrap is not None
@@ -169,7 +187,12 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
                 _live_through_serve(cfg, slack, work, _kafka_feed(bootstrap, topic))
             finally:
                 if broker_env is not None and not keep_broker:
-                    subprocess.run(["bash", str(BROKER_SCRIPT), "stop"], env=broker_env, check=False)
+                    # the broker's data, logs and config go with it: nothing is left under /var/tmp
+                    subprocess.run(["bash", str(BROKER_SCRIPT), "remove"], env=broker_env, check=False)
+                elif broker_env is not None:
+                    say(f"--keep-broker: the broker still runs on 127.0.0.1:{DEMO_PORT} (data in {broker_env['KAFKA_HOME']}); "
+                        f"stop and remove it with KAFKA_PORT={DEMO_PORT} KAFKA_HOME={broker_env['KAFKA_HOME']} "
+                        f"bash {BROKER_SCRIPT} remove")  # fmt: skip
         if no_kafka:
             cfg = _write_config(lake_path, work, None, None)
             _live_through_serve(cfg, slack, work, _http_feed)
@@ -177,6 +200,28 @@ def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_brok
     finally:
         slack.close()
     return 0
+
+
+def fresh_lake(lake: Path) -> str | None:
+    """Make ``lake`` an empty demo lake; the reason it cannot be, else None.
+
+    A lake the demo made before is removed and made again (said so); an empty or missing directory
+    is used; anything else is refused: the demo never deletes what it did not make. The lake gets a
+    ``.gitignore`` of ``*`` so that a demo run inside a clone leaves ``git status`` clean."""
+    if lake.is_file():
+        return f"--lake {lake} is a file; the demo needs a directory of its own"
+    if lake.is_dir() and any(lake.iterdir()):
+        if not (lake / MARK).is_file():
+            return (f"--lake {lake} is not empty and not a lake an earlier demo made; the demo starts from an "
+                    "empty lake and deletes only its own: choose another --lake")  # fmt: skip
+        shutil.rmtree(lake)
+        say(f"the demo lake is {lake}: reset (the previous demo run's lake was removed)")
+    else:
+        say(f"the demo lake is {lake}")
+    (lake / "_demo").mkdir(parents=True, exist_ok=True)
+    (lake / MARK).write_text("made by `spendlake demo`; the next demo run may delete this lake\n")
+    (lake / ".gitignore").write_text("# a generated demo lake: never committed\n*\n")
+    return None
 
 
 def _port_taken(port: int) -> bool:
@@ -193,7 +238,7 @@ def _history_through_kafka(values: list[bytes], bootstrap: str, lake: Path) -> s
     from ingest.lake import Lake
     from ingest.pipeline import Pipeline
     from pricing import Catalog
-    from spendlake.cli import Progress
+    from spendlake.cli import Progress, _summary
 
     topic = f"llm-usage-demo-{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -212,6 +257,7 @@ def _history_through_kafka(values: list[bytes], bootstrap: str, lake: Path) -> s
     ks = KafkaSettings(bootstrap_servers=bootstrap, topic=topic, group_id=f"demo-{topic}")
     pipeline = Pipeline(Lake(lake), Catalog.builtin())
     KafkaIngestor(ks.consumer(), topic, pipeline, exit_when_idle_s=2.0, progress=Progress(2.0)).run()
+    _summary(pipeline, f"all 3 partitions of {topic}")  # the progress lines above are samples; this is the total
     return topic
 
 
@@ -220,11 +266,14 @@ def _history_from_files(values: list[bytes], lake: Path, work: Path) -> None:
     from ingest.pipeline import Pipeline
     from ingest.source import ingest_files
     from pricing import Catalog
+    from spendlake.cli import _summary
 
     src = work / "history.jsonl"
     src.write_bytes(b"\n".join(values) + b"\n")
     say(f"[2/5] --no-kafka: ingesting {len(values):,} events through the file source into {lake}")
-    ingest_files([str(src)], Pipeline(Lake(lake), Catalog.builtin()))
+    pipeline = Pipeline(Lake(lake), Catalog.builtin())
+    ingest_files([str(src)], pipeline)
+    _summary(pipeline, "the history file")
     src.unlink()
 
 
@@ -246,16 +295,21 @@ def _month_to_date(lake: Path) -> dict[str, float]:
 
 
 def _write_config(lake: Path, work: Path, bootstrap: str | None, topic: str | None) -> Path:
-    """Budgets that fit the history: customers and teams at ~60–75% of a monthly budget, every
-    key a daily budget, the runaway agent $25 a day. Without a broker, serve runs embedded and
-    takes the live traffic over HTTP (its intake on a free loopback port, no token: the demo only)."""
+    """Budgets that fit the history: customers and teams at ~60–75% of a monthly budget *after*
+    the live burst (so the story's threshold alerts are the agent's own, the same every run, and
+    its team and customer get a forecast), every key a daily budget, the runaway agent $25 a day.
+    Without a broker, serve runs embedded and takes the live traffic over HTTP (its intake on a
+    free loopback port, no token: the demo only)."""
     mtd = _month_to_date(lake)
+    burst = sum(live_costs(list(live_burst(LIVE_EVENTS))))
+    for owner in RUNAWAY[1:]:
+        mtd[owner] = mtd.get(owner, 0.0) + burst
     source = (f'[kafka]\nbootstrap_servers = "{bootstrap}"\ntopic = "{topic}"\ngroup_id = "demo-{topic}"\n'
               if bootstrap else '[intake]\nlisten = "127.0.0.1:0"\nallow_unauthenticated = true\n')  # fmt: skip
     lines = [f'[lake]\npath = "{lake}"\ntimezone = "UTC"\n', source,
              '[metrics]\nlisten = "127.0.0.1:0"\n',
              '[alerts]\nevaluation_interval = "2s"\nspike_floor_usd = 20.0\n',
-             '[[channels]]\nname = "demo-slack"\ntype = "slack"\nurl_env = "SPENDLAKE_DEMO_SLACK_URL"\n'
+             f'[[channels]]\nname = "{CHANNEL}"\ntype = "slack"\nurl_env = "{SLACK_ENV}"\n'
              'kinds = ["budget", "budget_forecast", "cost_spike", "expensive_request"]\n']  # fmt: skip
     for i, (cust, name) in enumerate(CUSTOMERS.items()):
         limit = max(round(mtd.get(cust, 0.0) / (0.6 + 0.05 * i), -1), 100.0)
@@ -274,11 +328,11 @@ def _write_config(lake: Path, work: Path, bootstrap: str | None, topic: str | No
     return cfg
 
 
-Feed = Callable[[str, list[bytes]], None]
+Feed = Callable[[Path, list[bytes]], None]  # (serve's log, the requests to send now)
 
 
 def _kafka_feed(bootstrap: str, topic: str) -> Feed:
-    def feed(_: str, values: list[bytes]) -> None:
+    def feed(_: Path, values: list[bytes]) -> None:
         from kafka import KafkaProducer
 
         producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -291,14 +345,17 @@ def _kafka_feed(bootstrap: str, topic: str) -> Feed:
     return feed
 
 
-def _http_feed(log_text: str, values: list[bytes]) -> None:
+def _http_feed(log: Path, values: list[bytes]) -> None:
     """The burst over serve's HTTP intake, ten events a POST, as a service without Kafka would."""
     import re
 
     import requests
 
-    m = re.search(r"intake on (http://127\.0\.0\.1:\d+)", log_text)
-    assert m, "serve printed no intake address"
+    deadline = time.monotonic() + 30
+    while not (m := re.search(r"intake on (http://127\.0\.0\.1:\d+)", log.read_text(errors="replace"))):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"spendlake serve printed no intake address (log: {log})")
+        time.sleep(0.1)
     for i in range(0, len(values), 10):
         r = requests.post(m.group(1) + "/v1/events", data=b"[" + b",".join(values[i : i + 10]) + b"]", timeout=30)
         r.raise_for_status()
@@ -307,23 +364,60 @@ def _http_feed(log_text: str, values: list[bytes]) -> None:
 
 def _live_through_serve(cfg: Path, slack: SlackStandIn, work: Path, feed: Feed) -> None:
     log = work / "serve.log"
-    env = {**os.environ, "SPENDLAKE_DEMO_SLACK_URL": slack.url}
+    env = {**os.environ, SLACK_ENV: slack.url}
     serve = subprocess.Popen([sys.executable, "-m", "spendlake", "serve", "--config", str(cfg)],
                              stdout=open(log, "wb"), stderr=subprocess.STDOUT, env=env)  # fmt: skip
     try:
         port = _wait_for_metrics(log, serve)
         how = "through Kafka" if "[kafka]" in cfg.read_text() else "over HTTP (POST /v1/events; no broker)"
         say(f"[3/5] spendlake serve is running: http://127.0.0.1:{port}/metrics (log: {log})")
-        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~$0.33 over ~15 s {how} "
+        values = list(live_burst(LIVE_EVENTS))
+        costs = live_costs(values)
+        say(f"[4/5] {RUNAWAY[0]} runs away again, now: {LIVE_EVENTS} requests of ~${costs[0]:.2f} {how} "
             f"against a ${RUNAWAY_DAILY_BUDGET:.0f} daily budget; alerts as they reach the Slack stand-in:")  # fmt: skip
-        feed(log.read_text(errors="replace"), list(live_burst(LIVE_EVENTS)))
-        _wait_for_alerts(slack)
+        sent = 0
+        for step, threshold in zip(burst_steps(costs), THRESHOLDS):
+            # just enough requests to cross the next threshold, then its alert before any more: each
+            # threshold is its own moment, as a runaway slower than one batch would show it
+            feed(log, values[sent:step])
+            sent = step
+            _wait_for_slack(slack, f"{RUNAWAY[0]} at {threshold * 100:g}% of budget")
+        feed(log, values[sent:])
+        _wait_for_slack(slack, "Cost spike detected")
+        _wait_until_quiet(slack)  # forecasts queued behind the others (Slack is paced at one message a second)
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
             serve.wait(60)
         except subprocess.TimeoutExpired:
             serve.kill()
+
+
+def live_costs(values: list[bytes]) -> list[float]:
+    """What each request of the live burst costs at the built-in catalog's prices (some reuse a
+    cached prompt, so they differ)."""
+    import pyarrow as pa
+
+    from ingest.decode import decode
+    from ingest.schema import EVENT_SCHEMA
+    from pricing import Catalog, price_table
+
+    rows = list(zip(*(decode(v) for v in values)))
+    events = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(rows, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
+    costs = price_table(events, Catalog.builtin()).column("cost_usd").to_pylist()
+    assert all(costs), "gpt-4o has a built-in price"
+    return [float(c) for c in costs]
+
+
+def burst_steps(costs: list[float]) -> list[int]:
+    """How many burst requests take the agent's day (empty before the burst) past each threshold."""
+    steps, total, n = [], 0.0, 0
+    for t in THRESHOLDS:
+        while n < len(costs) and total < t * RUNAWAY_DAILY_BUDGET - 1e-9:
+            total += costs[n]
+            n += 1
+        steps.append(n)
+    return steps
 
 
 def _wait_for_metrics(log: Path, serve: subprocess.Popen[bytes]) -> int:
@@ -340,14 +434,25 @@ def _wait_for_metrics(log: Path, serve: subprocess.Popen[bytes]) -> int:
     raise RuntimeError("spendlake serve did not start within 120 s")
 
 
-def _wait_for_alerts(slack: SlackStandIn, timeout: float = 30.0) -> None:
-    """Until the agent's 100% alert arrived (and a moment for the rest)."""
+def _wait_until_quiet(slack: SlackStandIn, quiet: float = 3.0, timeout: float = 20.0) -> None:
+    """Until no message arrived for ``quiet`` seconds (serve paces a Slack webhook at one a second)."""
+    deadline = time.monotonic() + timeout
+    seen, since = len(slack.messages), time.monotonic()
+    while time.monotonic() < deadline and time.monotonic() - since < quiet:
+        time.sleep(0.1)
+        if len(slack.messages) != seen:
+            seen, since = len(slack.messages), time.monotonic()
+
+
+def _wait_for_slack(slack: SlackStandIn, text: str, timeout: float = 30.0) -> bool:
+    """Until a message containing ``text`` reached the Slack stand-in (False after ``timeout``:
+    the story goes on, and the end says what arrived)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(f"{RUNAWAY[0]} at 100% of budget" in m for m in slack.messages):
-            time.sleep(2.0)
-            return
-        time.sleep(0.2)
+        if any(text in m for m in slack.messages):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def _story(lake: Path, cfg: Path, work: Path, slack: SlackStandIn) -> None:
@@ -363,22 +468,42 @@ def _story(lake: Path, cfg: Path, work: Path, slack: SlackStandIn) -> None:
     report = build_report(lake, s, "monthly", to_date=True)
     html = work / "report.html"
     html.write_text(to_html(report))
-    say("[5/5] the month so far, the budgets, the report")
+    say("[5/5] the alerts, the month so far, the budgets, the report")
+    print("\n" + alert_story(lake, len(slack.messages)))
     print(f"\nLast 30 days: {_requests(lake):,} requests; this month so far ${report.total_cost:,.2f} "
-          f"({report.unpriced_requests:,} unpriced: no price known, cost NULL, not $0)")  # fmt: skip
-    print(f"Alerts delivered to the Slack stand-in: {len(slack.messages)}")
+          f"({report.unpriced_requests:,} of this month's requests unpriced: no price known, cost NULL, not $0)")  # fmt: skip
     statuses = evaluate(lake, s.hierarchy, _now())
     interesting = [x for x in statuses if x.type != "virtual_key" or x.utilization >= 0.5]
     buf = io.StringIO()
     buf.write(render(interesting, _now()))
     print("\nBudgets (customers, teams, and keys at 50% or more)\n" + buf.getvalue())
-    print(f"The lake:   {lake}")
+    print(f"The lake:   {lake}  (reset by the next `spendlake demo`)")
     print(f"The report: {html}")
     print("Next:")
     print(f"  spendlake query --lake {lake} \"SELECT * FROM daily_cost_by_team ORDER BY day DESC LIMIT 12\"")
     print(f"  spendlake alerts --config {cfg}")
     print(f"  spendlake report --config {cfg} --period weekly --format md")
     print(f"  spendlake budgets --config {cfg}")
+    print(f"  {SLACK_ENV}=<your Slack webhook URL> spendlake alerts test --channel {CHANNEL} --config {cfg}")
+
+
+def alert_story(lake: Path, delivered: int) -> str:
+    """Every alert serve recorded, oldest first, as the story tells it: a threshold passed in the
+    same batch as a higher one is listed as such (it was recorded, not sent), never dropped."""
+    import duckdb
+
+    from aggregator.rollup import STATE_DIR, STATE_FILE, sql_string
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH {sql_string(lake / STATE_DIR / STATE_FILE)} AS st (READ_ONLY)")
+    rows = con.execute("SELECT created_at, title, note FROM st.alerts WHERE action = 'trigger' "
+                       "ORDER BY created_at, key").fetchall()  # fmt: skip
+    con.close()
+    lines = [f"Alerts: {delivered} delivered to the Slack stand-in"]
+    for created, title, note in rows:
+        when = created.astimezone(_now().tzinfo).strftime("%H:%M:%S")
+        lines.append(f"  {when}  {title}" + (f"  — {note}" if note else ""))
+    return "\n".join(lines)
 
 
 def _requests(lake: Path) -> int:

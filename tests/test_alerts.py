@@ -240,7 +240,7 @@ def test_a_jump_past_several_thresholds_records_the_lower_ones_without_sending(t
     st.settle()
     assert slack_titles(slack) == ["Critical: Alice (vk-alice) at 90% of budget"]
     notes = dict(st.rows("SELECT key, note FROM alerts WHERE kind = 'budget'"))
-    assert sorted(n for n in notes.values() if n) == ["superseded by the 90% alert"]
+    assert sorted(n for n in notes.values() if n) == ["passed in the same batch as 90%; only that alert was sent"]
     st.stop()
 
 

@@ -2,12 +2,14 @@
 # A throw-away single-node Apache Kafka (KRaft) broker on 127.0.0.1, assembled from Maven Central.
 #
 #   kafka-local.sh libs                 fetch the broker jars once (cached outside the work tree)
+#   kafka-local.sh cached               exit 0 when the jars are already cached (nothing to fetch)
 #   kafka-local.sh start                fetch if needed, format on first start, start, wait until ready
 #   kafka-local.sh stop                 SIGTERM, wait, SIGKILL after 30 s
 #   kafka-local.sh kill                 SIGKILL (crash tests)
 #   kafka-local.sh status               exit 0 when the broker answers
 #   kafka-local.sh topic NAME [PARTS]   create a topic (idempotent)
 #   kafka-local.sh wipe                 stop and delete the data directory
+#   kafka-local.sh remove               stop and delete the whole run dir (data, logs, config)
 #
 # Environment (all optional):
 #   KAFKA_VERSION      broker version from Maven Central            (default 4.1.1)
@@ -95,6 +97,7 @@ stop() {
 
 case "${1:-}" in
   libs) fetch_libs; echo "$LIBS" ;;
+  cached) [ -f "$LIBS/.complete" ] ;;
   start) start ;;
   stop) stop ;;
   kill) running && kill -KILL "$(cat "$PIDF")"; sleep 0.5; rm -f "$PIDF" ;;
@@ -103,6 +106,7 @@ case "${1:-}" in
     tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOT" \
       --create --if-not-exists --topic "$2" --partitions "${3:-1}" --replication-factor 1 >&2 ;;
   wipe) stop; rm -rf "$DATA" ;;
-  -h|--help|help|"") sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] ;;
+  remove) stop; rm -rf "$RUN" ;;
+  -h|--help|help|"") sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; [ -n "${1:-}" ] ;;
   *) say "unknown command: $1 (try --help)"; exit 2 ;;
 esac
