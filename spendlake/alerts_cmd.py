@@ -70,8 +70,7 @@ def _load(lake: Path, limit: int) -> tuple[list[dict[str, Any]], list[dict[str, 
         if not (pub / "alerts.parquet").exists():
             return [], []
         source = {name: f"SELECT * FROM read_parquet({sql_string(pub / (name + '.parquet'))})" for name in PUBLISHED}
-    alerts = _dicts(con, f"SELECT * FROM ({source['alerts']}) WHERE note IS NULL ORDER BY created_at DESC, key LIMIT ?",
-                    [limit])  # fmt: skip
+    alerts = _dicts(con, f"SELECT * FROM ({source['alerts']}) ORDER BY created_at DESC, key LIMIT ?", [limit])
     keys = [a["key"] for a in alerts]
     deliveries = _dicts(con, f"SELECT * FROM ({source['deliveries']}) WHERE alert_key IN (SELECT unnest(?::VARCHAR[])) "
                         "ORDER BY id", [keys])  # fmt: skip
@@ -90,7 +89,7 @@ def _as_json(alerts: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> 
         by_alert.setdefault(d["alert_key"], []).append(
             {k: d[k] for k in ("channel", "state", "attempts", "next_attempt_at", "delivered_at", "status", "last_error")}
         )
-    return [{**{k: a[k] for k in ("key", "kind", "severity", "title", "created_at", "action", "dedup_key")},
+    return [{**{k: a[k] for k in ("key", "kind", "severity", "title", "created_at", "action", "dedup_key", "note")},
              "deliveries": by_alert.get(a["key"], [])} for a in alerts]  # fmt: skip
 
 
@@ -107,7 +106,9 @@ def render(alerts: list[dict[str, Any]], deliveries: list[dict[str, Any]]) -> st
         when = a["created_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
         lines.append(f"{when}  {a['severity']:<8} {a['kind']:<17} {a['title']}")
         ds = by_alert.get(a["key"], [])
-        if not ds:
+        if a.get("note"):  # a threshold passed in the same batch as a higher one: recorded, not sent
+            lines.append(f"    (not sent: {a['note']})")
+        elif not ds:
             lines.append("    (recorded; no channel routes it)")
         for d in ds:
             counts[d["state"]] = counts.get(d["state"], 0) + 1

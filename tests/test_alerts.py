@@ -242,6 +242,13 @@ def test_a_jump_past_several_thresholds_records_the_lower_ones_without_sending(t
     notes = dict(st.rows("SELECT key, note FROM alerts WHERE kind = 'budget'"))
     assert sorted(n for n in notes.values() if n) == ["passed in the same batch as 90%; only that alert was sent"]
     st.stop()
+    # `spendlake alerts` lists it too, as what it was: recorded, not sent
+    from spendlake import alerts_cmd
+
+    text = alerts_cmd.render(*alerts_cmd.load(st.lake, 50))
+    lines = text.splitlines()
+    at80 = next(i for i, line in enumerate(lines) if line.endswith("Warning: Alice (vk-alice) at 80% of budget"))
+    assert lines[at80 + 1].strip() == "(not sent: passed in the same batch as 90%; only that alert was sent)", text
 
 
 def test_pagerduty_incident_is_resolved_when_the_limit_is_raised_or_the_period_resets(tmp_path: Path,
