@@ -24,17 +24,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 BROKER_SCRIPT = ROOT / "ingest" / "broker" / "kafka-local.sh"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-
-
-def shared_data(sub: str) -> Path:
-    """A folder of ../shared/data: present in CI (must be used), absent in a user's clone (skip)."""
-    path = SHARED_DATA / sub
-    if not path.is_dir():
-        if os.environ.get("CI"):
-            pytest.fail(f"{path} is missing, and CI must run the tests that read it")
-        pytest.skip(f"../shared/data/{sub} not present (a user's clone)")
-    return path
 
 
 def litellm_file(name: str) -> Path:

@@ -11,22 +11,13 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import litellm_catalog_path, litellm_logging_example_path, shared_data
+from conftest import litellm_catalog_path, litellm_logging_example_path
 from ingest.adapters import FIELDS, TEXT_KEYS, normalize, redact
 from ingest.errors import BadRecord
 
 SCHEMA = Path(__file__).resolve().parents[1] / "ingest" / "event.schema.json"
 PROMPT = "Summarise the Q3 board minutes"
 ANSWER = "The board approved the budget."
-
-
-def litellm_data(name: str) -> dict:
-    """A real LiteLLM sample of ../shared/data; skipped in a user's clone, a failure in CI.
-
-    Only the SpendLogs row still comes from there: the litellm wheel ships no such sample, and
-    building one needs litellm's proxy (``get_logging_payload`` imports fastapi), not a test extra.
-    """
-    return orjson.loads((shared_data("litellm") / name).read_bytes())
 
 
 def litellm_example() -> dict:
@@ -294,16 +285,82 @@ def test_real_litellm_standard_logging_payload() -> None:
     assert "Hello, world!" not in repr(event)
 
 
-def test_real_litellm_spend_logs_row() -> None:
-    fmt, event = normalize(litellm_data("litellm_spend_logs_payload_example.json"))
+# The SpendLogs row LiteLLM's proxy writes for the StandardLoggingPayload example its wheel ships,
+# built by the pinned litellm's own builder (get_logging_payload, which the proxy's DB writer and
+# its GCS Pub/Sub exporter both call) and serialised as that exporter does (json.dumps, default=str).
+# The builder's module needs fastapi, backoff and redis (test extras). When called it reads the
+# proxy's config.yaml general_settings from litellm.proxy.proxy_server, whose import needs the whole
+# proxy (some 15 more packages; litellm[proxy]==1.110.2 itself cannot install: its litellm-proxy
+# pin is not on PyPI), so that one module is stood in for by the two names the builder reads, for
+# the config general_settings: {store_prompts_in_spend_logs: true}: the row then carries the prompt
+# the adapter must not keep. A subprocess, so the stand-in never meets the litellm other tests import.
+SPEND_LOG_ROW = """
+import json, sys, types
+from datetime import datetime, timezone
+
+proxy_server = types.ModuleType("litellm.proxy.proxy_server")
+proxy_server.general_settings = {"store_prompts_in_spend_logs": True}
+proxy_server.general_settings_view = lambda: proxy_server.general_settings
+sys.modules["litellm.proxy.proxy_server"] = proxy_server
+
+from litellm.proxy.spend_tracking.spend_tracking_utils import get_logging_payload
+
+slp = json.loads(open(sys.argv[1], "rb").read())
+at = lambda seconds: datetime.fromtimestamp(seconds, timezone.utc)
+kwargs = {  # the proxy's model_call_details for that call, as its callbacks get them
+    "model": slp["model"], "custom_llm_provider": slp["custom_llm_provider"], "call_type": slp["call_type"],
+    "messages": slp["messages"], "response_cost": slp["response_cost"], "cache_hit": slp["cache_hit"],
+    "completion_start_time": at(slp["completionStartTime"]), "standard_logging_object": slp,
+    "litellm_params": {
+        "metadata": dict(slp["metadata"]),
+        "proxy_server_request": {"body": {"model": slp["model"], "messages": slp["messages"]}},
+    },
+}
+row = get_logging_payload(kwargs=kwargs, response_obj=slp["response"],
+                          start_time=at(slp["startTime"]), end_time=at(slp["endTime"]))
+sys.stdout.write(json.dumps(row, default=str))
+"""
+# What ingest.adapters reads of a SpendLogs row: the builder must still write every one of them.
+SPEND_LOG_KEYS = {
+    "request_id", "call_type", "endTime", "custom_llm_provider", "model", "prompt_tokens",
+    "completion_tokens", "api_key", "team_id", "end_user", "user", "spend", "metadata", "status",
+    "cache_hit", "request_tags",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def litellm_spend_log_row(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The SpendLogs row the pinned litellm builds (SPEND_LOG_ROW); a failure, never a skip."""
+    example = litellm_logging_example_path()  # fails unless the pinned litellm is installed
+    r = subprocess.run([sys.executable, "-c", SPEND_LOG_ROW, str(example)], capture_output=True, timeout=300,
+                       cwd=tmp_path_factory.mktemp("spend_log"),
+                       env={**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"})  # fmt: skip
+    assert r.returncode == 0, ("litellm's SpendLogs builder failed (its fastapi, backoff and redis are "
+                               "test extras: pip install -e '.[test]'):\n" + r.stderr.decode()[-3000:])
+    return orjson.loads(r.stdout)
+
+
+def test_real_litellm_spend_logs_row(litellm_spend_log_row: dict) -> None:
+    row = litellm_spend_log_row
+    assert SPEND_LOG_KEYS <= row.keys()
+    fmt, event = normalize(row)
     assert fmt == "litellm_spend_log"
     assert event == {
-        "event_id": "chatcmpl-2283081b-dc89-41f6-93e6-d4f914774027",
-        "timestamp": "2025-01-24T09:20:46.851954+00:00", "provider": "openai",
+        "event_id": row["request_id"], "timestamp": row["endTime"].replace(" ", "T"),
+        "provider": row["custom_llm_provider"], "model": row["model"],
+        "input_tokens": row["prompt_tokens"], "output_tokens": row["completion_tokens"],
+        "cost_usd": row["spend"], "request_type": "chat", "status": row["status"],
+    }
+    # The values of the shipped example, the same call test_real_litellm_standard_logging_payload reads.
+    assert event == {
+        "event_id": "chatcmpl-2299b6a2-82a3-465a-b47c-04e685a2227f",
+        "timestamp": "2025-12-17T19:34:30.079350+00:00", "provider": "openai",  # endTime 1766000070.07935
         "model": "gpt-4o", "input_tokens": 10, "output_tokens": 20,
         "cost_usd": 0.00022500000000000002, "request_type": "chat", "status": "success",
     }
+    assert "Hello, world!" in row["proxy_server_request"]  # the stored prompt
     assert "Hello, world!" not in repr(event)
+    assert "Hello, world!" not in repr(redact(row))
 
 
 def test_real_litellm_payload_redacts_the_prompt() -> None:
