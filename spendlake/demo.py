@@ -496,13 +496,15 @@ def alert_story(lake: Path, delivered: int) -> str:
 
     con = duckdb.connect()
     con.execute(f"ATTACH {sql_string(lake / STATE_DIR / STATE_FILE)} AS st (READ_ONLY)")
-    rows = con.execute("SELECT created_at, title, note FROM st.alerts WHERE action = 'trigger' "
-                       "ORDER BY created_at, key").fetchall()  # fmt: skip
+    rows = con.execute("""SELECT a.created_at, a.title, a.note, a.kind, count(d.id) FROM st.alerts a
+                          LEFT JOIN st.deliveries d ON d.alert_key = a.key WHERE a.action = 'trigger'
+                          GROUP BY a.key, a.created_at, a.title, a.note, a.kind ORDER BY a.created_at, a.key""").fetchall()  # fmt: skip
     con.close()
     lines = [f"Alerts: {delivered} delivered to the Slack stand-in"]
-    for created, title, note in rows:
+    for created, title, note, kind, routed in rows:
         when = created.astimezone(_now().tzinfo).strftime("%H:%M:%S")
-        lines.append(f"  {when}  {title}" + (f"  — {note}" if note else ""))
+        why = f"  — {note}" if note else "" if routed else f"  — recorded, not sent: the channel does not take {kind} alerts"
+        lines.append(f"  {when}  {title}{why}")
     return "\n".join(lines)
 
 
