@@ -13,6 +13,10 @@ zone whose offset is a whole number of hours (DST shifts included). In a 30- or 
 counted with the period it starts in, so up to 45 minutes of spend at each edge land in the
 neighbouring period. ``rollup_daily`` is used instead when every boundary is a UTC midnight (fewer
 rows, same numbers).
+
+A change is given as a percentage only when the previous window is something to compare with (see
+``change_pct``): a lake that began during it, or a previous spend of a few cents, would make
+"+8624.2%" out of nothing. Then ``change_pct`` is None and the renderers show the two amounts.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ PERIODS = {"daily": "1d", "weekly": "1w", "monthly": "1M"}
 NONE_LABEL = "(none)"  # a team or customer label the events did not carry (and the hierarchy could not fill)
 HOUR = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
+# Below this previous-window spend a percentage says more about the cents than about the change.
+MIN_PREVIOUS_USD = 1.00
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,7 @@ class Spend:
     cost: float
     previous: float
     change: float  # cost - previous (USD)
-    change_pct: float | None  # None when previous is 0: no meaningful percentage
+    change_pct: float | None  # None when no meaningful percentage (see change_pct())
     requests: int
     team: str | None = None  # virtual keys only: the key's team
 
@@ -106,10 +112,13 @@ class Report:
     previous_start: datetime  # [previous_start, previous_end): what it is compared to
     previous_end: datetime
     generated_at: datetime
+    as_of: datetime  # the report's moment (``at``, default when computed): a to-date report ends here
+    history_start: datetime | None  # the lake's first hour with events if the previous window began before it
+    # (that window is then not wholly in the lake); None when it is
     total_cost: float
     previous_cost: float
     change: float
-    change_pct: float | None
+    change_pct: float | None  # None when no meaningful percentage (see change_pct())
     requests: int
     previous_requests: int
     unpriced_requests: int
@@ -130,6 +139,11 @@ class Report:
     @property
     def local_end(self) -> datetime:
         return self.end.astimezone(ZoneInfo(self.timezone))
+
+    @property
+    def previous_complete(self) -> bool:
+        """Whether the lake holds the whole previous window (its history began before it)."""
+        return self.history_start is None
 
 
 @dataclass(frozen=True)
@@ -192,8 +206,27 @@ def _ceil_hour(t: datetime) -> datetime:
     return floor if floor == t else floor + HOUR
 
 
-def change_pct(cost: float, previous: float) -> float | None:
-    return None if previous == 0 else (cost - previous) / previous * 100.0
+def change_pct(cost: float, previous: float, previous_complete: bool = True) -> float | None:
+    """The change in percent, or None where a percentage would mislead: the previous window is not
+    wholly in the lake (history began during or after it), or its spend is under ``MIN_PREVIOUS_USD``
+    (0 included). Renderers then show "new" or "from $0.85" instead."""
+    if not previous_complete or previous < MIN_PREVIOUS_USD:
+        return None
+    return (cost - previous) / previous * 100.0
+
+
+def _history_start(con: duckdb.DuckDBPyConnection, w: Window) -> datetime | None:
+    """None when the lake has events in an hour bucket starting at or before the previous window's
+    first bucket (so the previous window is wholly history); else the start of its first hour with
+    events (None too for a lake without any). The first query stops at the first row it finds and
+    the second reads only the report's days, so neither scans the whole history."""
+    first_bucket = _ceil_hour(w.previous_start)
+    older = con.execute("SELECT 1 FROM rollup_hourly WHERE day <= $1 AND bucket <= $2 LIMIT 1",
+                        [first_bucket.astimezone(UTC).date(), first_bucket]).fetchone()  # fmt: skip
+    if older is not None:
+        return None
+    got = con.execute("SELECT min(bucket) FROM rollup_hourly WHERE day >= $1 AND day <= $2", w.params()[:2]).fetchone()
+    return None if got is None or got[0] is None else got[0].astimezone(UTC)
 
 
 def build_report(lake: Path, settings: Settings, period: str, at: datetime | None = None, to_date: bool = False,
@@ -217,10 +250,12 @@ def build_report(lake: Path, settings: Settings, period: str, at: datetime | Non
     try:
         con.execute("SET TimeZone = 'UTC'")
         published_views(con, lake)
+        history_start = _history_start(con, w)
+        complete = history_start is None
         total = _rows(con, w, ())[0]
-        customers = _spend(con, w, "customer", lambda k: h.customers.get(k, k))
-        teams = _spend(con, w, "team", lambda k: (h.teams.get(k) or (k, None))[0])
-        keys = _top_keys(con, w, h, top)
+        customers = _spend(con, w, "customer", lambda k: h.customers.get(k, k), complete)
+        teams = _spend(con, w, "team", lambda k: (h.teams.get(k) or (k, None))[0], complete)
+        keys = _top_keys(con, w, h, top, complete)
         models = _models(con, w)
         series_unit = "hour" if period == "daily" else "day"
         series = _series(con, w, tz, series_unit)
@@ -230,8 +265,9 @@ def build_report(lake: Path, settings: Settings, period: str, at: datetime | Non
     cur, prev = float(total.get("cur", 0.0)), float(total.get("prev", 0.0))
     return Report(
         period=period, timezone=tz_name, to_date=to_date, start=w.start, end=w.end,
-        previous_start=w.previous_start, previous_end=w.previous_end, generated_at=now,
-        total_cost=cur, previous_cost=prev, change=cur - prev, change_pct=change_pct(cur, prev),
+        previous_start=w.previous_start, previous_end=w.previous_end, generated_at=now, as_of=at,
+        history_start=history_start, total_cost=cur, previous_cost=prev, change=cur - prev,
+        change_pct=change_pct(cur, prev, complete),
         requests=int(total.get("n", 0)), previous_requests=int(total.get("prev_n", 0)),
         unpriced_requests=int(total.get("unpriced", 0)), customers=customers, teams=teams,
         top_keys=keys, top_models=tuple(models[:top]), series_unit=series_unit, series=series,
@@ -251,18 +287,20 @@ def _rows(con: duckdb.DuckDBPyConnection, w: Window, dims: tuple[str, ...]) -> l
     return [r for r in rows if r["n"] or r["prev_n"]] if dims else rows
 
 
-def _spend(con: duckdb.DuckDBPyConnection, w: Window, dim: str, name: Callable[[str], str]) -> tuple[Spend, ...]:
+def _spend(con: duckdb.DuckDBPyConnection, w: Window, dim: str, name: Callable[[str], str],
+           complete: bool) -> tuple[Spend, ...]:  # fmt: skip
     """Every label with spend (or requests) in either window, biggest first."""
-    out = [_spend_row(r[dim], name(r[dim]) if r[dim] != NONE_LABEL else NONE_LABEL, r) for r in _rows(con, w, (dim,))]
+    out = [_spend_row(r[dim], name(r[dim]) if r[dim] != NONE_LABEL else NONE_LABEL, r, complete)
+           for r in _rows(con, w, (dim,))]  # fmt: skip
     return tuple(sorted(out, key=lambda s: (-s.cost, -s.previous, s.key)))
 
 
-def _spend_row(key: str, name: str, r: dict[str, Any], team: str | None = None) -> Spend:
+def _spend_row(key: str, name: str, r: dict[str, Any], complete: bool, team: str | None = None) -> Spend:
     cur, prev = float(r["cur"]), float(r["prev"])
-    return Spend(key, name, cur, prev, cur - prev, change_pct(cur, prev), int(r["n"]), team)
+    return Spend(key, name, cur, prev, cur - prev, change_pct(cur, prev, complete), int(r["n"]), team)
 
 
-def _top_keys(con: duckdb.DuckDBPyConnection, w: Window, h: Hierarchy, top: int) -> tuple[Spend, ...]:
+def _top_keys(con: duckdb.DuckDBPyConnection, w: Window, h: Hierarchy, top: int, complete: bool) -> tuple[Spend, ...]:
     """The ``top`` virtual keys by spend in the period. A key's team is the hierarchy's, else the
     team label most of its spend carried."""
     rows = [r for r in _rows(con, w, ("virtual_key",)) if r["n"]]
@@ -272,7 +310,7 @@ def _top_keys(con: duckdb.DuckDBPyConnection, w: Window, h: Hierarchy, top: int)
     for r in rows[:top]:
         vk = r["virtual_key"]
         name = NONE_LABEL if vk == NONE_LABEL else (h.virtual_keys.get(vk) or (vk, None))[0]
-        out.append(_spend_row(vk, name, r, h.team_of(vk) or labels.get(vk, NONE_LABEL)))
+        out.append(_spend_row(vk, name, r, complete, h.team_of(vk) or labels.get(vk, NONE_LABEL)))
     return tuple(out)
 
 
@@ -336,4 +374,5 @@ def _budgets(lake: Path, h: Hierarchy, at: datetime, retention: int, refresh: bo
                  for s in evaluate(lake, h, at, retention, refresh))  # fmt: skip
 
 
-__all__ = ["BudgetRow", "ModelSpend", "PERIODS", "Point", "Report", "Spend", "Unpriced", "build_report", "periods"]
+__all__ = ["MIN_PREVIOUS_USD", "PERIODS", "BudgetRow", "ModelSpend", "Point", "Report", "Spend", "Unpriced",
+           "build_report", "change_pct", "periods"]

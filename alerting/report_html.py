@@ -7,7 +7,8 @@ a size and at least one drawn mark) into ``<body data-charts>`` — the check th
 Mail clients drop scripts; the charts do not need it.
 
 Charts: spend over time (bars, with $ axis and time labels), spend by model and by team (horizontal
-bars), budgets (bars coloured by utilization: green below 80%, amber below 90%, red from 90%).
+bars), budgets (bars coloured by utilization: green below 80%, amber below 90%, red from 90%; only
+the budgets that matter, ``report_format.bar_budgets``, and one line for the rest).
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import hashlib
 import math
 from html import escape
 
-from alerting.report import Report, Spend
-from alerting.report_format import NOUN, budget_label, pct, span, title, usd, who
+from alerting.report import BudgetRow, Report, Spend
+from alerting.report_format import (UNPRICED_MEANING, bar_budgets, budget_label, change_text, model_cost, rest_line,
+                                    span, title, usd, versus_parts, who)  # fmt: skip
 
 GREEN, AMBER, RED = "#2e7d32", "#f59e0b", "#c62828"
 BAR, MUTED = "#4f6bed", "#6b7280"
@@ -122,13 +124,13 @@ def bar_chart(items: list[tuple[str, float, str, str]], label: str) -> str:
     return _svg(w, h, label, body)
 
 
-def budget_chart(r: Report) -> str:
+def budget_chart(budgets: list[BudgetRow]) -> str:
     """One bar per budget on a 0–100% track; past 100% the bar is full and the note says how far."""
     w, row, left, right = 900, 28, 300, 220
-    h = len(r.budgets) * row + 8
+    h = len(budgets) * row + 8
     track = w - left - right
     body: list[str] = []
-    for i, b in enumerate(r.budgets):
+    for i, b in enumerate(budgets):
         y = 4 + i * row
         label = budget_label(b)
         short = label if len(label) <= 46 else label[:45] + "…"
@@ -149,7 +151,7 @@ def budget_chart(r: Report) -> str:
 
 def _change_cell(s: Spend) -> str:
     cls = "up" if s.change > 0 else "down" if s.change < 0 else ""
-    return f'<td class="n {cls}">{escape(pct(s.change_pct, s.cost))}</td>'
+    return f'<td class="n {cls}">{escape(change_text(s.change_pct, s.cost, s.previous))}</td>'
 
 
 def _team_cell(s: Spend) -> str:
@@ -176,7 +178,7 @@ def _models_table(r: Report) -> str:
     head = ("<tr><th>Provider</th><th>Model</th><th class=n>Spend</th><th class=n>Requests</th>"
             "<th class=n>Input tokens</th><th class=n>Output tokens</th></tr>")  # fmt: skip
     body = "".join(
-        f"<tr><td>{escape(m.provider)}</td><td>{escape(m.model)}</td><td class=n>{usd(m.cost)}</td>"
+        f"<tr><td>{escape(m.provider)}</td><td>{escape(m.model)}</td><td class=n>{model_cost(m)}</td>"
         f"<td class=n>{m.requests:,}</td><td class=n>{m.input_tokens:,}</td><td class=n>{m.output_tokens:,}</td></tr>"
         for m in r.top_models
     )
@@ -188,14 +190,14 @@ def _unpriced_table(r: Report) -> str:
         return "<p>Every request was priced.</p>"
     rows = "".join(f"<tr><td>{escape(u.provider)}</td><td>{escape(u.model)}</td><td class=n>{u.requests:,}</td></tr>"
                    for u in r.unpriced)  # fmt: skip
-    return ("<p>Requests of models without a price are not in the totals above.</p>"
+    return ("<p>Requests in this period of models with no known price: their cost is NULL (not $0) and not in the "
+            "totals above.</p>"
             f"<table><tr><th>Provider</th><th>Model</th><th class=n>Requests</th></tr>{rows}</table>")  # fmt: skip
 
 
 def _cards(r: Report) -> str:
-    cards = [(usd(r.total_cost), "total spend"),
-             (pct(r.change_pct, r.total_cost), f"vs previous {NOUN[r.period]} ({usd(r.previous_cost)})"),
-             (f"{r.requests:,}", "requests"), (f"{r.unpriced_requests:,}", "unpriced requests")]  # fmt: skip
+    cards = [(usd(r.total_cost), "total spend"), versus_parts(r), (f"{r.requests:,}", "requests"),
+             (f"{r.unpriced_requests:,}", f"unpriced requests in this period ({UNPRICED_MEANING})")]
     return '<div class="cards">' + "".join(f'<div class="card"><b>{escape(v)}</b><span>{escape(t)}</span></div>'
                                            for v, t in cards) + "</div>"  # fmt: skip
 
@@ -203,13 +205,23 @@ def _cards(r: Report) -> str:
 def charts(r: Report) -> list[tuple[str, str]]:
     """(heading, inline SVG or a note) for each chart section, in page order."""
     models = [(name, cost, BAR, usd(cost)) for name, cost in r.by_model]
-    teams = [(who(s), s.cost, BAR, f"{usd(s.cost)} ({pct(s.change_pct, s.cost)})") for s in r.teams if s.cost > 0]
+    teams = [(who(s), s.cost, BAR, f"{usd(s.cost)} ({change_text(s.change_pct, s.cost, s.previous)})")
+             for s in r.teams if s.cost > 0]  # fmt: skip
     return [
         (f"Spend per {'hour' if r.series_unit == 'hour' else 'day'}", time_chart(r)),
         ("Spend by model", bar_chart(models, "Spend by model") if models else "<p>No priced spend.</p>"),
         ("Spend by team", bar_chart(teams, "Spend by team") if teams else "<p>No priced spend.</p>"),
-        ("Budgets", budget_chart(r) if r.budgets else "<p>No budgets configured.</p>"),
+        ("Budgets", _budgets(r)),
     ]
+
+
+def _budgets(r: Report) -> str:
+    """The budget bars that matter and one line for the rest."""
+    if not r.budgets:
+        return "<p>No budgets configured.</p>"
+    shown, rest = bar_budgets(r.budgets)
+    more = rest_line(rest, bool(shown))
+    return (budget_chart(shown) if shown else "") + (f"<p>{escape(more)}</p>" if more else "")
 
 
 def to_html(r: Report) -> str:

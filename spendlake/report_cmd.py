@@ -39,7 +39,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lake", metavar="DIR", help="lake directory (default: the config's, else ./lake)")
     p.add_argument("--at", metavar="RFC3339", help="report as of this time (default now), e.g. 2026-11-30T09:00:00Z")
     p.add_argument("--to-date", action="store_true",
-                   help="the current period so far instead of the last complete one")  # fmt: skip
+                   help="the current period so far (as of --at, default now) instead of the last complete "
+                   "one")  # fmt: skip
     p.add_argument("--top", type=_positive, default=10, metavar="N",
                    help="how many virtual keys and models to list (default 10)")  # fmt: skip
 

@@ -188,6 +188,14 @@ class Truth:
     def ids(self, window: Span) -> set[str]:
         return {r["event_id"] for r in self.within(window)}
 
+    def first_hour(self) -> datetime:
+        return min(r["timestamp"] for r in self.rows).replace(minute=0, second=0, microsecond=0)
+
+    def change_pct(self, now: float, before: float, previous: Span) -> float | None:
+        """The floor rule typed out: a % only when the lake's first hour starts by the previous
+        window's start and the previous spend is at least $1."""
+        return (now - before) / before * 100 if before >= 1.0 and self.first_hour() <= previous[0] else None
+
 
 @pytest.fixture(scope="module")
 def truth(lake: tuple[Path, Path]) -> Truth:
@@ -213,8 +221,9 @@ def check_against_truth(r: Report, truth: Truth, window: Span, previous: Span) -
     assert close(r.previous_cost, truth.total(previous))
     assert r.requests == len(truth.within(window))
     assert r.unpriced_requests == sum(1 for x in truth.within(window) if x["cost_source"] == "unpriced") > 0
-    now, before = truth.total(window), truth.total(previous)
-    expected_pct = (now - before) / before * 100 if before else None
+    assert r.previous_complete == (truth.first_hour() <= previous[0])
+    assert r.history_start == (None if r.previous_complete else truth.first_hour())
+    expected_pct = truth.change_pct(truth.total(window), truth.total(previous), previous)
     assert (r.change_pct is None) == (expected_pct is None)
     if expected_pct is not None:
         assert r.change_pct is not None and math.isclose(r.change_pct, expected_pct, rel_tol=1e-9)
@@ -223,6 +232,9 @@ def check_against_truth(r: Report, truth: Truth, window: Span, previous: Span) -
         assert {s.key for s in rows} == set(cur) | set(prev)
         for s in rows:
             assert close(s.cost, cur.get(s.key, 0.0)) and close(s.previous, prev.get(s.key, 0.0)), s
+            row_pct = truth.change_pct(cur.get(s.key, 0.0), prev.get(s.key, 0.0), previous)
+            assert (s.change_pct is None) == (row_pct is None), s
+            assert row_pct is None or math.isclose(s.change_pct or 0.0, row_pct, rel_tol=1e-9), s
     models = truth.by_model(window)
     assert [(m.provider, m.model) for m in r.top_models] == sorted(models, key=lambda k: -models[k])[:len(r.top_models)]
     for m in r.top_models:
@@ -280,6 +292,8 @@ def test_budgets_stand_as_at_the_end_of_the_period(weekly: Report, truth: Truth)
 def test_monthly_report_in_new_york(lake: tuple[Path, Path], truth: Truth) -> None:
     r = build_report(lake[0], settings(lake[1], lake[0]), "monthly", at=AT)
     check_against_truth(r, truth, FEB, JAN)
+    assert r.change_pct is None  # the lake began on 26 January: no full January to compare with
+    assert "no full previous month in the lake, its history starts 2026-01-25 19:00)" in to_markdown(r)
     assert "edge-feb-last" in truth.ids(FEB) and "edge-mar-first" not in truth.ids(FEB)
     assert len(r.series) == 28 and r.series[0].label == "Sun 02-01"
 
@@ -297,6 +311,8 @@ def test_week_to_date_runs_through_the_hour_of_at(lake: tuple[Path, Path], truth
     window = (Z("2026-03-09T04:00:00Z"), Z("2026-03-10T17:00:00Z"))
     check_against_truth(r, truth, window, (PREV_WEEK[1], PREV_WEEK[1] + (window[1] - window[0])))
     assert "edge-next-week-first" in truth.ids(window)
+    # the header says when the report stands (12:30 EDT), not where the hourly rollups end (13:00)
+    assert to_markdown(r).startswith("# Weekly LLM spend report: 2026-03-09 to 2026-03-10 12:30 (so far)\n")
 
 
 def test_weekly_report_in_utc_uses_utc_midnights(lake: tuple[Path, Path], truth: Truth) -> None:
