@@ -15,6 +15,7 @@ from typing import Any
 
 from ingest.errors import PipelineFailure, SpendlakeError
 from spendlake import settings as settings_mod
+from spendlake.progress import Progress, summary
 
 log = logging.getLogger("spendlake")
 
@@ -120,7 +121,7 @@ def build_parser() -> Parser:
 
     bu = sub.add_parser("budgets", help="each budget's usage, limit, period and reset time, as bars or JSON",
                         description="Every budget of the config (customers, teams, virtual keys): usage in the "
-                        "current period including descendants, limit, %%, period start, reset time, burn rate and "
+                        "current period including descendants, limit, %, period start, reset time, burn rate and "
                         "projected exhaustion. Works while serve runs (it reads what serve publishes).")
     bu.add_argument("--config", help="spendlake.toml with [[customers]], [[teams]], [[virtual_keys]]")
     bu.add_argument("--lake", help="lake directory (default: [lake] path, ./lake)")
@@ -332,7 +333,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         from ingest.source import ingest_files
 
         new = ingest_files(args.source, pipeline, progress=progress, clock=time.monotonic)
-        _summary(pipeline, f"{new:,} new lines read")
+        summary(pipeline, f"{new:,} new lines read")
         return EXIT_OK
 
     from ingest.consumer import KafkaIngestor
@@ -346,7 +347,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle, progress=progress)
     ingestor.install_signal_handlers()
     assigned = ingestor.run()
-    _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
+    summary(pipeline, f"topic {ks.topic}, group {ks.group_id}")
     if not assigned and not ingestor.stop.is_set():
         sys.stderr.write(f"spendlake: the group {ks.group_id} never assigned a partition of {ks.topic} to this consumer\n")
         return EXIT_FAILURE
@@ -557,7 +558,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         service.stop()
         if spool is not None:
             spool.close()
-    _summary(pipeline, f"topic {ks.topic}, group {ks.group_id}" if kafka_mode else "the intake spool")
+    summary(pipeline, f"topic {ks.topic}, group {ks.group_id}" if kafka_mode else "the intake spool")
     return EXIT_OK
 
 
@@ -588,37 +589,6 @@ def _dead_letter_producer(cfg: settings_mod.Settings) -> Any:
         producer.flush()
 
     return send
-
-
-class Progress:
-    """One status line every few seconds on stderr: counts and rate."""
-
-    def __init__(self, every_s: float = 5.0) -> None:
-        self.every_s = every_s
-        self.started = time.monotonic()
-        self.last = self.started
-
-    def __call__(self, pipeline: Any, now: float) -> None:
-        if now - self.last < self.every_s:
-            return
-        self.last = now
-        s = pipeline.stats
-        rate = s.events / max(now - self.started, 1e-9)
-        sys.stderr.write(
-            f"spendlake: {s.events:,} events in {s.batches:,} batches ({rate:,.0f}/s), "
-            f"{s.dead_letters:,} dead letters, {s.unpriced:,} of these events unpriced\n"
-        )
-
-
-def _summary(pipeline: Any, what: str) -> None:
-    s = pipeline.stats
-    sys.stderr.write(
-        f"spendlake: done ({what}): {s.events:,} events landed in {s.batches:,} batches, "
-        f"{s.dead_letters:,} dead letters, {s.unpriced:,} of these events unpriced (no price for their model: "
-        "cost NULL, not $0; `spendlake pricing unpriced` lists them)"
-        + (f", {s.conflicts} stale batches discarded" if s.conflicts else "")
-        + f"; lake {pipeline.lake.root}\n"
-    )
 
 
 if __name__ == "__main__":

@@ -238,7 +238,7 @@ def _history_through_kafka(values: list[bytes], bootstrap: str, lake: Path) -> s
     from ingest.lake import Lake
     from ingest.pipeline import Pipeline
     from pricing import Catalog
-    from spendlake.cli import Progress, _summary
+    from spendlake.progress import Progress, summary as _summary
 
     topic = f"llm-usage-demo-{uuid.uuid4().hex[:6]}"
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
@@ -266,7 +266,7 @@ def _history_from_files(values: list[bytes], lake: Path, work: Path) -> None:
     from ingest.pipeline import Pipeline
     from ingest.source import ingest_files
     from pricing import Catalog
-    from spendlake.cli import _summary
+    from spendlake.progress import summary as _summary
 
     src = work / "history.jsonl"
     src.write_bytes(b"\n".join(values) + b"\n")
