@@ -1,4 +1,5 @@
-"""Send one alert to one channel, and sort every failure into "retry later" or "give up".
+"""Send one alert (or, on Slack and the webhook, one grouped message of several) to one channel,
+and sort every failure into "retry later" or "give up".
 
 The rule ``send`` keeps: it returns ``Delivered`` or raises ``TransientError`` (5xx, 429, 408,
 timeouts, refused or dropped connections, SMTP 4xx; ``retry_after`` when the receiver said when)
@@ -29,10 +30,19 @@ import urllib3.exceptions
 
 from alerting.config import CHANNEL_TYPES, Channel
 from alerting.records import Alert, Delivered, DeliveryError, TerminalError, TransientError
-from alerting.render import email_message, pagerduty_payload, slack_payload, webhook_payload
+from alerting.render import (
+    GROUPED_TYPES,
+    email_message,
+    pagerduty_payload,
+    slack_group_payload,
+    slack_payload,
+    webhook_group_payload,
+    webhook_payload,
+)
 
 __all__ = [
-    "send", "slack_payload", "pagerduty_payload", "email_message", "webhook_payload", "parse_retry_after",
+    "send", "slack_payload", "slack_group_payload", "pagerduty_payload", "email_message", "webhook_payload",
+    "webhook_group_payload", "parse_retry_after", "GROUPED_TYPES",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -41,20 +51,28 @@ SHORT_BODY = 200  # characters of a receiver's answer kept in a reason
 _TOKEN_SEGMENT_MIN = 8  # a URL's last path segment this long is taken for a token (Slack's are 24)
 
 
-def send(channel: Channel, alert: Alert, *, session: requests.Session | None = None) -> Delivered:
-    """Deliver ``alert`` on ``channel`` once (no retries here: the outbox owns retrying)."""
+def send(channel: Channel, alert: Alert | Sequence[Alert], *, session: requests.Session | None = None) -> Delivered:
+    """Deliver ``alert`` on ``channel`` once (no retries here: the outbox owns retrying). A sequence
+    of several alerts goes out as one grouped message on a channel type in ``GROUPED_TYPES``; other
+    types take one alert per message and refuse a group (terminal, so the outbox sends each alone)."""
+    alerts = (alert,) if isinstance(alert, Alert) else tuple(alert)
+    what = alerts[0].key if len(alerts) == 1 else f"{len(alerts)} alerts ({', '.join(a.key for a in alerts)})"
     try:
+        if not alerts:
+            raise TerminalError("no alert to send")
+        if len(alerts) > 1 and channel.type not in GROUPED_TYPES:
+            raise TerminalError(f"a {channel.type} channel takes one alert per message, got {len(alerts)}")
         if channel.type == "email":
-            delivered = _send_email(channel, alert)
+            delivered = _send_email(channel, alerts[0])
         elif channel.type in CHANNEL_TYPES:
-            delivered = _send_http(channel, alert, session)
+            delivered = _send_http(channel, alerts, session)
         else:
             known = ", ".join(CHANNEL_TYPES)
             raise TerminalError(f"type {channel.type!r}, expected one of {known}")
     except DeliveryError as exc:
-        log.debug("channel %r (%s): %s %s: %s", channel.name, channel.type, alert.key, type(exc).__name__, exc)
+        log.debug("channel %r (%s): %s %s: %s", channel.name, channel.type, what, type(exc).__name__, exc)
         raise
-    log.debug("channel %r (%s): %s delivered, status %s", channel.name, channel.type, alert.key, delivered.status)
+    log.debug("channel %r (%s): %s delivered, status %s", channel.name, channel.type, what, delivered.status)
     return delivered
 
 
@@ -69,7 +87,7 @@ def _unnamed(channel: Channel, exc: LookupError) -> str:
 # --- HTTP: Slack, PagerDuty, webhook -----------------------------------------------------------
 
 
-def _send_http(channel: Channel, alert: Alert, session: requests.Session | None) -> Delivered:
+def _send_http(channel: Channel, alerts: tuple[Alert, ...], session: requests.Session | None) -> Delivered:
     failure: DeliveryError
     try:
         url = channel.endpoint()
@@ -79,9 +97,9 @@ def _send_http(channel: Channel, alert: Alert, session: requests.Session | None)
     else:
         secrets = [*url_secrets(url), *([routing_key] if routing_key else [])]
         if routing_key is not None:
-            body = pagerduty_payload(alert, routing_key)
+            body = pagerduty_payload(alerts[0], routing_key)  # one alert: send() refuses a group
         else:
-            body = slack_payload(alert) if channel.type == "slack" else webhook_payload(alert)
+            body = slack_group_payload(alerts) if channel.type == "slack" else webhook_group_payload(alerts)
         response = _post(session, url, body, channel.timeout_s)
         text = response.content.decode("utf-8", "replace")
         retry_after = parse_retry_after(response.headers.get("Retry-After"), time.time())

@@ -17,6 +17,17 @@ its place, so order is kept and a dead receiver is not hammered once per alert. 
 delivered right after the receiver's answer; a restart resumes every pending row. The one window
 left is a crash between the receiver's 2xx and that commit (milliseconds): that message would be
 sent again, which PagerDuty folds by ``dedup_key``.
+
+Grouping: on a paced channel (``min_interval`` > 0) of a type that takes grouped messages (Slack,
+the webhook: ``render.GROUPED_TYPES``), a worker about to send takes every due row, not only the
+oldest: the alerts that came due within one pacing interval go out as ONE message (up to
+``GROUP_MAX``), most urgent first (``records.urgency``: budget exceeded, critical, warning,
+forecast, info; oldest first within a rank), so the third alert of a burst does not wait two more
+intervals behind the first. Reports and test messages always go alone. The outcome of a grouped
+send is recorded for each of its rows in one transaction: all delivered, or all retried (a retry
+resends the group, with whatever else came due meanwhile — never a row already delivered), or,
+when the receiver refuses the group for good, each row is tried on its own next, so one bad alert
+cannot fail the others. PagerDuty and e-mail are never grouped (one event or mail per alert).
 """
 
 from __future__ import annotations
@@ -33,13 +44,30 @@ from typing import Any
 import duckdb
 
 from alerting.config import Channel, Rules
-from alerting.records import Alert, Delivered, TerminalError, TransientError
+from alerting.records import Alert, Delivered, TerminalError, TransientError, by_urgency, urgency
+from alerting.render import GROUPED_TYPES
 
 log = logging.getLogger("spendlake.alerts")
 
-Sender = Callable[[Channel, Alert], Delivered]
+# A sender takes one alert, or (on a channel for which ``groups`` holds) a tuple of several to send
+# as one message, most urgent first.
+Sender = Callable[[Channel, "Alert | tuple[Alert, ...]"], Delivered]
 BACKOFF_BASE_S = 1.0
 RETRY_AFTER_CAP_S = 3600.0
+GROUP_MAX = 10  # alerts in one grouped message (Slack: a header and at most 4 blocks each, of its 50)
+GROUP_SCAN = 200  # due rows looked at to pick a group's most urgent alerts (the oldest ones)
+ALONE_KINDS = ("report", "test")  # a report is a message of its own
+
+
+def groups(channel: Channel) -> bool:
+    """Whether this channel sends the alerts due together as one message: paced, and a type that
+    renders a group. An unpaced channel sends each alert as soon as it is due; nothing waits."""
+    return channel.type in GROUPED_TYPES and channel.min_interval_s > 0
+
+
+def groupable(alert: Alert) -> bool:
+    return alert.kind not in ALONE_KINDS and alert.html is None
+
 
 
 def schema(con: duckdb.DuckDBPyConnection) -> None:
@@ -138,6 +166,7 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = {c.name: threading.Event() for c in self.channels}
         self._threads: list[threading.Thread] = []
+        self._alone: set[int] = set()  # delivery ids whose group was refused for good: each is tried alone
         self.changes = 0  # bumped on every state change (the publisher's cue)
 
     def start(self) -> None:
@@ -190,17 +219,17 @@ class Dispatcher:
             wait = 1.0
             if now >= paused_until:
                 try:
-                    row = self._next_due(con, channel.name, now)
+                    batch = self._next_due(con, channel, now)
                 except duckdb.Error:
                     log.exception("channel %s: reading the outbox failed", channel.name)
-                    row = None
-                if row is not None:
+                    batch = []
+                if batch:
                     pace = last_send + channel.min_interval_s - now
-                    if pace > 0:
+                    if pace > 0:  # wait, then look again: whatever came due meanwhile joins the group
                         self._stop.wait(pace)
                         continue
                     last_send = self.clock()
-                    outcome = self._attempt(con, channel, row)
+                    outcome = self._attempt(con, channel, batch)
                     if outcome is None:
                         failures = 0
                         continue
@@ -215,14 +244,24 @@ class Dispatcher:
             wake.wait(wait)
             wake.clear()
 
-    @staticmethod
-    def _next_due(con: duckdb.DuckDBPyConnection, channel: str, now: float) -> tuple[Any, ...] | None:
+    def _next_due(self, con: duckdb.DuckDBPyConnection, channel: Channel, now: float) -> list[tuple[Any, Alert]]:
+        """What to send now: [] when nothing is due; else the oldest due row, or on a grouping
+        channel the most urgent due rows (up to GROUP_MAX, most urgent first) — each as
+        ((id, attempts, created_at), alert)."""
+        limit = GROUP_SCAN if groups(channel) else 1
         rows = con.execute(
             """SELECT d.id, d.attempts, d.created_at, a.body FROM deliveries d JOIN alerts a ON a.key = d.alert_key
-               WHERE d.channel = ? AND d.state = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT 1""",
-            [channel, datetime.fromtimestamp(now, UTC)],
+               WHERE d.channel = ? AND d.state = 'pending' AND d.next_attempt_at <= ? ORDER BY d.id LIMIT ?""",
+            [channel.name, datetime.fromtimestamp(now, UTC), limit],
         ).fetchall()
-        return rows[0] if rows else None
+        due = [((did, attempts, created_at), Alert.from_json(body)) for did, attempts, created_at, body in rows]
+        if len(due) <= 1:
+            return due
+        ranked = sorted(due, key=lambda d: -urgency(d[1]))  # stable: oldest first within a rank
+        first = ranked[0]
+        if first[0][0] in self._alone or not groupable(first[1]):
+            return [first]
+        return [d for d in ranked if d[0][0] not in self._alone and groupable(d[1])][:GROUP_MAX]
 
     @staticmethod
     def _next_time(con: duckdb.DuckDBPyConnection, channel: str) -> float | None:
@@ -230,53 +269,88 @@ class Dispatcher:
                           [channel]).fetchall()[0][0]  # fmt: skip
         return None if got is None else got.timestamp()
 
-    def _attempt(self, con: duckdb.DuckDBPyConnection, channel: Channel, row: tuple[Any, ...]) -> float | None:
-        """Send one delivery and record the outcome. None: done (delivered or failed for good);
+    def _attempt(self, con: duckdb.DuckDBPyConnection, channel: Channel,
+                 batch: list[tuple[Any, Alert]]) -> float | None:  # fmt: skip
+        """Send one message — one alert, or a group of them — and record the outcome of each of
+        its rows in one transaction. None: done (delivered, failed for good, or split up);
         otherwise the seconds to pause the channel (-1: use the backoff)."""
-        did, attempts, created_at, body = row
-        alert = Alert.from_json(body)
-        attempts += 1
+        ids = [row[0] for row, _ in batch]
+        alerts = by_urgency(a for _, a in batch)
+        what = alerts[0].kind if len(alerts) == 1 else f"a group of {len(alerts)} alerts"
         try:
-            got = self.sender(channel, alert)
+            got = self.sender(channel, alerts[0] if len(alerts) == 1 else tuple(alerts))
         except TransientError as exc:
             now = self.clock()
-            waited = now - created_at.timestamp()
-            if waited >= self.rules.give_up_after_s:
-                self._finish(con, did, attempts, "failed", None, f"gave up after {attempts} attempts: {exc.reason}")
-                log.error("channel %s: %s failed for good after %d attempts: %s", channel.name, alert.key, attempts,
-                          exc.reason)  # fmt: skip
-                return None
+            gave_up = [row for row, _ in batch if now - row[2].timestamp() >= self.rules.give_up_after_s]
+            retry = [row[0] for row, _ in batch if row not in gave_up]
+            tries = max(row[1] for row, _ in batch) + 1
             pause = (min(exc.retry_after, RETRY_AFTER_CAP_S) if exc.retry_after is not None
-                     else backoff_s(attempts, self.rules.retry_max_interval_s))  # fmt: skip
-            con.execute("UPDATE deliveries SET attempts = ?, next_attempt_at = ?, last_error = ? WHERE id = ?",
-                        [attempts, datetime.fromtimestamp(now + pause, UTC), exc.reason, did])  # fmt: skip
-            self.changes += 1
-            log.warning("channel %s: %s not delivered (%s); retrying in %.1f s", channel.name, alert.kind,
-                        exc.reason, pause)  # fmt: skip
+                     else backoff_s(tries, self.rules.retry_max_interval_s))  # fmt: skip
+            self._record(con, [
+                ("UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
+                 "last_error = 'gave up after ' || (attempts + 1) || ' attempts: ' || ? WHERE id IN ({ids})",
+                 [exc.reason], [row[0] for row in gave_up]),
+                ("UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, last_error = ? WHERE id IN ({ids})",
+                 [datetime.fromtimestamp(now + pause, UTC), exc.reason], retry),
+            ])  # fmt: skip
+            self._alone.difference_update(row[0] for row in gave_up)
+            for row, a in batch:
+                if row in gave_up:
+                    log.error("channel %s: %s failed for good after %d attempts: %s", channel.name, a.key, row[1] + 1,
+                              exc.reason)  # fmt: skip
+            if not retry:
+                return None
+            log.warning("channel %s: %s not delivered (%s); retrying in %.1f s", channel.name, what, exc.reason,
+                        pause)  # fmt: skip
             return pause if exc.retry_after is not None else -1.0
         except TerminalError as exc:
-            self._finish(con, did, attempts, "failed", None, exc.reason)
-            log.error("channel %s: %s refused for good: %s", channel.name, alert.kind, exc.reason)
+            self._refused(con, channel, ids, what, exc.reason)
             return None
         except Exception as exc:  # a bug in rendering: record it, do not loop on it
-            reason = f"internal error: {type(exc).__name__}"
-            self._finish(con, did, attempts, "failed", None, reason)
-            log.exception("channel %s: %s could not be sent", channel.name, alert.key)
+            log.exception("channel %s: %s could not be sent", channel.name, what)
+            self._refused(con, channel, ids, what, f"internal error: {type(exc).__name__}")
             return None
-        self._finish(con, did, attempts, "delivered", got.status, None)
-        log.info("channel %s: delivered %s %s", channel.name, alert.kind, alert.title)
+        self._record(con, [("UPDATE deliveries SET state = 'delivered', attempts = attempts + 1, delivered_at = ?, "
+                            "status = ? WHERE id IN ({ids})", [datetime.fromtimestamp(self.clock(), UTC), got.status],
+                            ids)])  # fmt: skip
+        self._alone.difference_update(ids)
+        for a in alerts:
+            log.info("channel %s: delivered %s %s%s", channel.name, a.kind, a.title,
+                     f" (one message of {len(alerts)})" if len(alerts) > 1 else "")  # fmt: skip
         return None
 
-    def _finish(self, con: duckdb.DuckDBPyConnection, did: int, attempts: int, state: str, status: int | None,
-                error: str | None) -> None:  # fmt: skip
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        for attempt in range(5):  # a message already sent must be recorded, or it goes out again
+    def _refused(self, con: duckdb.DuckDBPyConnection, channel: Channel, ids: list[int], what: str,
+                 reason: str) -> None:  # fmt: skip
+        """A refusal for good: the one alert fails with the reason; a group is split up instead —
+        each of its alerts is tried on its own next, so one bad alert cannot fail the others."""
+        if len(ids) == 1:
+            self._record(con, [("UPDATE deliveries SET state = 'failed', attempts = attempts + 1, "
+                                "last_error = ? WHERE id IN ({ids})", [reason], ids)])  # fmt: skip
+            self._alone.difference_update(ids)
+            log.error("channel %s: %s refused for good: %s", channel.name, what, reason)
+            return
+        self._record(con, [("UPDATE deliveries SET attempts = attempts + 1, last_error = ? WHERE id IN ({ids})",
+                            [f"{reason} (as {what}; each is tried alone next)"], ids)])  # fmt: skip
+        self._alone.update(ids)
+        log.warning("channel %s: %s refused (%s); sending each alone", channel.name, what, reason)
+
+    def _record(self, con: duckdb.DuckDBPyConnection, updates: list[tuple[str, list[Any], list[int]]]) -> None:
+        """Apply ``(sql, params, ids)`` updates (``{ids}`` in the SQL: the ids; none: skipped) in one
+        transaction, retried: a message already sent must be recorded, or it goes out again."""
+        updates = [(sql.replace("{ids}", "SELECT unnest(?::BIGINT[])"), [*params, ids], ids)
+                   for sql, params, ids in updates if ids]  # fmt: skip
+        for attempt in range(5):
             try:
-                con.execute("UPDATE deliveries SET state = ?, attempts = ?, delivered_at = ?, status = ?, "
-                            "last_error = coalesce(?, last_error) WHERE id = ?",
-                            [state, attempts, now if state == "delivered" else None, status, error, did])  # fmt: skip
+                con.execute("BEGIN TRANSACTION")
+                for sql, params, _ in updates:
+                    con.execute(sql, params)
+                con.execute("COMMIT")
                 break
             except duckdb.Error:
+                try:
+                    con.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass  # the failed COMMIT ended the transaction already
                 if attempt == 4:
                     raise
                 time.sleep(0.05 * (attempt + 1))

@@ -10,6 +10,7 @@ it; the outbox stores it as JSON (never a secret: URLs and routing keys are read
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,28 @@ ACTIONS = ("trigger", "resolve")
 
 def severity_rank(severity: str) -> int:
     return SEVERITIES.index(severity)
+
+
+# How urgent an alert is when several go out in one grouped message (most urgent first):
+# a budget exceeded (its 100% threshold or above), then critical, warning, a forecast, info.
+URGENCY = ("info", "forecast", "warning", "critical", "exceeded")
+
+
+def urgency(alert: Alert) -> int:
+    """The alert's rank in ``URGENCY`` (higher: more urgent)."""
+    threshold = alert.facts.get("threshold") if alert.kind == "budget" and alert.action == "trigger" else None
+    if isinstance(threshold, (int, float)) and threshold >= 1.0:
+        return URGENCY.index("exceeded")
+    if alert.severity == "critical":
+        return URGENCY.index("critical")
+    if alert.kind == "budget_forecast":
+        return URGENCY.index("forecast")
+    return URGENCY.index("warning") if alert.severity == "warning" else URGENCY.index("info")
+
+
+def by_urgency(alerts: Iterable[Alert]) -> list[Alert]:
+    """Most urgent first; alerts of one rank keep their order (the outbox gives them oldest first)."""
+    return sorted(alerts, key=lambda a: -urgency(a))
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Channel-neutral ``Alert`` → what each receiver expects: Slack Block Kit, a PagerDuty Events API
-v2 event, an e-mail, a generic webhook body.
+v2 event, an e-mail, a generic webhook body — and, for Slack and the webhook, one message carrying
+several alerts (the outbox groups the alerts due together on a paced channel; most urgent first).
 
 Pure functions (no network, no clock, no secrets except the routing key PagerDuty wants in the
 body), so tests check the exact shapes. Each renderer keeps its receiver's documented limits:
@@ -15,7 +16,7 @@ from email.utils import format_datetime, make_msgid
 from typing import Any
 
 from alerting.config import Channel
-from alerting.records import Alert
+from alerting.records import Alert, by_urgency
 
 ELLIPSIS = "…"
 
@@ -27,6 +28,11 @@ SLACK_FIELDS_PER_SECTION = 10
 SLACK_BLOCKS_MAX = 50
 SLACK_TEXT_MAX = 40000  # Slack truncates the top-level text beyond this
 PAGERDUTY_SUMMARY_MAX = 1024
+
+# Receivers that take several alerts in one message. PagerDuty never: each alert is its own event
+# with its own dedup_key (incident), and its rate limits are per routing key and far higher than
+# Slack's. E-mail never: a mail per alert keeps its subject searchable and threadable.
+GROUPED_TYPES = ("slack", "webhook")
 
 _EMOJI = {"info": "ℹ️", "warning": "⚠️", "critical": "🚨"}
 _REPORT_EMOJI = "📊"
@@ -60,8 +66,7 @@ def _one_line(text: str) -> str:
 def slack_payload(alert: Alert) -> dict[str, Any]:
     """An incoming-webhook body: ``text`` (the notification fallback) and Block Kit ``blocks`` —
     header, body section, field sections (10 fields each), context — within Slack's limits."""
-    emoji = _REPORT_EMOJI if alert.kind == "report" else _EMOJI.get(alert.severity, _EMOJI["info"])
-    header = truncate(f"{emoji} {_one_line(alert.title)}", SLACK_HEADER_MAX)
+    header = truncate(f"{_slack_emoji(alert)} {_one_line(alert.title)}", SLACK_HEADER_MAX)
     blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}]
     if alert.lines:  # Slack refuses a section with empty text
         body = truncate(_mrkdwn_escape("\n".join(alert.lines)), SLACK_SECTION_TEXT_MAX)
@@ -73,9 +78,50 @@ def slack_payload(alert: Alert) -> dict[str, Any]:
             break
         blocks.append({"type": "section", "fields": fields[start : start + SLACK_FIELDS_PER_SECTION]})
         room -= 1
-    context = f"{alert.kind} · {alert.severity} · {alert.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
-    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _mrkdwn_escape(context)}]})
+    blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _mrkdwn_escape(_context(alert))}]})
     return {"text": truncate(_mrkdwn_escape(alert.text), SLACK_TEXT_MAX), "blocks": blocks}
+
+
+def _slack_emoji(alert: Alert) -> str:
+    return _REPORT_EMOJI if alert.kind == "report" else _EMOJI.get(alert.severity, _EMOJI["info"])
+
+
+def slack_group_payload(alerts: list[Alert] | tuple[Alert, ...]) -> dict[str, Any]:
+    """Several alerts as one incoming-webhook message, most urgent first (``by_urgency``): a header
+    "🚨 3 alerts"; per alert a section (emoji, bold title, the lines), its fields and a context
+    line, dividers between alerts; ``text`` (the notification) one title a line. Within Slack's
+    50 blocks: dividers, then fields, then context lines are left out when they would not fit.
+    One alert is ``slack_payload``'s message."""
+    if len(alerts) == 1:
+        return slack_payload(alerts[0])
+    ordered = by_urgency(alerts)
+    if not ordered or 1 + len(ordered) > SLACK_BLOCKS_MAX:
+        raise ValueError(f"a grouped Slack message takes 2 to {SLACK_BLOCKS_MAX - 1} alerts, got {len(ordered)}")
+    header = truncate(f"{_slack_emoji(ordered[0])} {len(ordered)} alerts", SLACK_HEADER_MAX)
+    n = len(ordered)
+    with_fields = sum(1 for a in ordered if a.fields)
+    for dividers, fields, context in ((True, True, True), (False, True, True), (False, False, True),
+                                      (False, False, False)):  # fmt: skip
+        if 1 + n + (n - 1) * dividers + with_fields * fields + n * context <= SLACK_BLOCKS_MAX:
+            break
+    blocks: list[dict[str, Any]] = [{"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}]
+    for i, a in enumerate(ordered):
+        if i and dividers:
+            blocks.append({"type": "divider"})
+        title = f"{_slack_emoji(a)} *{_mrkdwn_escape(_one_line(a.title))}*"
+        body = "\n".join((title, *(_mrkdwn_escape(line) for line in a.lines)))
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": truncate(body, SLACK_SECTION_TEXT_MAX)}})
+        if fields and a.fields:
+            shown = [_slack_field(label, value) for label, value in a.fields[:SLACK_FIELDS_PER_SECTION]]
+            blocks.append({"type": "section", "fields": shown})
+        if context:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": _mrkdwn_escape(_context(a))}]})
+    text = "\n".join(f"{_slack_emoji(a)} {_one_line(a.title)}" for a in ordered)
+    return {"text": truncate(_mrkdwn_escape(text), SLACK_TEXT_MAX), "blocks": blocks}
+
+
+def _context(alert: Alert) -> str:
+    return f"{alert.kind} · {alert.severity} · {alert.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _slack_field(label: str, value: str) -> dict[str, str]:
@@ -126,6 +172,22 @@ def webhook_payload(alert: Alert) -> dict[str, Any]:
         "action": alert.action,
         "dedup_key": alert.dedup_key,
         "created_at": rfc3339(alert.created_at),
+    }
+
+
+def webhook_group_payload(alerts: list[Alert] | tuple[Alert, ...]) -> dict[str, Any]:
+    """Several alerts as one JSON object, most urgent first: ``alerts`` holds each one exactly as
+    ``webhook_payload`` shapes it, ``count`` how many, ``title`` "3 alerts" and ``text`` one title a
+    line (for chat receivers that show ``text``). One alert is ``webhook_payload``'s object, so a
+    receiver tells the two apart by the ``alerts`` key."""
+    if len(alerts) == 1:
+        return webhook_payload(alerts[0])
+    ordered = by_urgency(alerts)
+    return {
+        "count": len(ordered),
+        "title": f"{len(ordered)} alerts",
+        "text": "\n".join(_one_line(a.title) for a in ordered),
+        "alerts": [webhook_payload(a) for a in ordered],
     }
 
 

@@ -28,15 +28,25 @@ keep-alive requests.Session at --rate, also printed: time to acknowledge, errors
 Crossing amounts are exact: gpt-4o input costs $2.50 per million tokens in the built-in catalog, so
 a request of 3,000,000 input tokens and no output costs $7.50 (75% of $10), 300,000 more $0.75.
 
+Alerts that come together (--keys K, K > 1): every cycle warms up K fresh keys to 75% at once, then
+--every/3 seconds later sends K crossing events back to back: key j jumps to 82.5%, 92.5% or 102.5%
+(j mod 3), so one key crosses 80%, one 90% and one 100% in the same second (the lower thresholds a
+jump passes are recorded, not sent). By default the Slack channel then also takes
+`budget_forecast` (--kinds): the warm-ups' forecasts share the channel's queue, as in production.
+Each crossing's own message ends its measurement (a grouped message names every alert it carries),
+so p50 / p95 are per alert; the message count says how many Slack posts carried them.
+
     python bench/freshness.py                  # Kafka, 10k events/s, 12 crossing cycles
     python bench/freshness.py --rate 2000 --cycles 5 --batch-max-age 0.5
     python bench/freshness.py --via http --mode spool
     python bench/freshness.py --via http --mode kafka
+    python bench/freshness.py --via http --mode spool --rate 3000 --keys 3   # three keys at once
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import secrets
@@ -70,11 +80,12 @@ LIMIT = 10.0  # USD, each crossing key's budget
 M = 1_000_000
 
 
-def config(lake: Path, cycles: int, batch_max_age: float, interval: str, topic: str | None, intake: bool) -> str:
+def config(lake: Path, key_ids: list[str], batch_max_age: float, interval: str, topic: str | None, intake: bool,
+           kinds: list[str]) -> str:  # fmt: skip
     keys = "\n".join(
-        f'[[virtual_keys]]\nid = "vk-cross-{i}"\nteam_id = "team-bench"\n'
+        f'[[virtual_keys]]\nid = "{k}"\nteam_id = "team-bench"\n'
         f'budgets = [{{ max_limit = {LIMIT}, reset_duration = "1d" }}]\n'
-        for i in range(cycles)
+        for k in key_ids
     )
     kafka = f'[kafka]\nbootstrap_servers = "{BOOTSTRAP}"\ntopic = "{topic}"\ngroup_id = "bench-{topic}"\n'
     http = f'[intake]\nlisten = "127.0.0.1:0"\ntokens_env = "{TOKEN_ENV}"\n'
@@ -91,7 +102,7 @@ evaluation_interval = "{interval}"
 name = "bench-slack"
 type = "slack"
 url_env = "BENCH_SLACK_URL"
-kinds = ["budget"]
+kinds = {json.dumps(kinds)}
 [[teams]]
 id = "team-bench"
 {keys}"""
@@ -233,7 +244,13 @@ def main() -> int:
                          "broker at all) or the bench's broker (the default)")  # fmt: skip
     ap.add_argument("--rate", type=int, default=10_000,
                     help="background events per second, every way in (default 10000)")  # fmt: skip
-    ap.add_argument("--cycles", type=int, default=12, help="crossing cycles, two crossings each (default 12)")
+    ap.add_argument("--cycles", type=int, default=12,
+                    help="crossing cycles: two crossings each, or --keys crossings at once (default 12)")
+    ap.add_argument("--keys", type=int, default=1,
+                    help="keys crossing in the same second each cycle: one at 80%%, one at 90%%, one at 100%%, "
+                         "... (default 1: one key crossing 80%% then 90%%)")
+    ap.add_argument("--kinds", help="alert kinds the Slack channel takes, comma-separated (default budget; with "
+                                    "--keys > 1 budget,budget_forecast)")
     ap.add_argument("--every", type=float, default=6.0,
                     help="seconds per cycle: warm-up, 80%% and 90%% crossings a third apart (default 6)")
     ap.add_argument("--batch-max-age", type=float, default=1.0, help="[ingest] batch_max_age of serve (default 1.0)")
@@ -242,22 +259,27 @@ def main() -> int:
     args = ap.parse_args()
     if args.via == "kafka" and args.mode == "spool":
         ap.error("--mode spool needs --via http (with --via kafka the bench itself produces to the broker)")
-    if args.rate < 1 or args.cycles < 1 or args.every <= 0:
-        ap.error("--rate, --cycles and --every must be > 0")
+    if args.rate < 1 or args.cycles < 1 or args.every <= 0 or args.keys < 1:
+        ap.error("--rate, --cycles, --keys and --every must be > 0")
+    kinds = (args.kinds or ("budget" if args.keys == 1 else "budget,budget_forecast")).split(",")
+    key_ids = ([f"vk-cross-{c}" for c in range(args.cycles)] if args.keys == 1 else
+               [f"vk-cross-{c}-{j}" for c in range(args.cycles) for j in range(args.keys)])  # fmt: skip
     way = "kafka" if args.via == "kafka" else f"http+{args.mode or 'kafka'}"
     broker = way != "http+spool"
 
     work = Path(tempfile.mkdtemp(prefix="spendlake-freshness-"))
     topic = f"fresh-{uuid.uuid4().hex[:8]}" if broker else None
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    print(f"via {way}; load average {load} (1, 5, 15 min) on {len(os.sched_getaffinity(0))} cores", flush=True)
+    print(f"via {way}; load average {load} (1, 5, 15 min) on {len(os.sched_getaffinity(0))} cores; "
+          f"{args.keys} key(s) crossing at once; Slack takes {', '.join(kinds)}", flush=True)
     if broker:
         print(f"broker: starting on {BROKER_ENV['KAFKA_PORT']} ...", flush=True)
         subprocess.run([*BROKER, "start"], env=BROKER_ENV, check=True, capture_output=True)
         subprocess.run([*BROKER, "topic", str(topic), "1"], env=BROKER_ENV, check=True, capture_output=True)
     slack = slack_receiver()
     cfg = work / "spendlake.toml"
-    cfg.write_text(config(work / "lake", args.cycles, args.batch_max_age, args.interval, topic, args.via == "http"))
+    cfg.write_text(config(work / "lake", key_ids, args.batch_max_age, args.interval, topic, args.via == "http",
+                          kinds))  # fmt: skip
     log = work / "serve.log"
     token = secrets.token_urlsafe(24)
     env = {**os.environ, "BENCH_SLACK_URL": slack.url, TOKEN_ENV: token}
@@ -279,13 +301,24 @@ def main() -> int:
         time.sleep(3)  # let serve reach steady state under load
         t_start = time.perf_counter()
         for c in range(args.cycles):
-            key = f"vk-cross-{c}"
-            via.send(crossing(key, 0, 3 * M))  # 75%: no alert
-            time.sleep(args.every / 3)
-            for n, pct, tokens in ((1, 80, 3 * M // 10), (2, 90, 4 * M // 10)):  # to 82.5%, then 92.5%
-                sent[f"{key} at {pct}% of budget"] = via.send(crossing(key, n, tokens))
-                sent_ids[f"{key} at {pct}% of budget"] = f"{key}-{n}"
+            if args.keys == 1:
+                key = f"vk-cross-{c}"
+                via.send(crossing(key, 0, 3 * M))  # 75%: no alert
                 time.sleep(args.every / 3)
+                for n, pct, tokens in ((1, 80, 3 * M // 10), (2, 90, 4 * M // 10)):  # to 82.5%, then 92.5%
+                    sent[f"{key} at {pct}% of budget"] = via.send(crossing(key, n, tokens))
+                    sent_ids[f"{key} at {pct}% of budget"] = f"{key}-{n}"
+                    time.sleep(args.every / 3)
+            else:
+                keys = [f"vk-cross-{c}-{j}" for j in range(args.keys)]
+                for key in keys:
+                    via.send(crossing(key, 0, 3 * M))  # 75% each: a forecast maybe, no threshold
+                time.sleep(args.every / 3)
+                for j, key in enumerate(keys):  # back to back: to 82.5%, 92.5%, 102.5%, 82.5%, ...
+                    pct = (80, 90, 100)[j % 3]
+                    sent[f"{key} at {pct}% of budget"] = via.send(crossing(key, 1, (3 + 4 * (j % 3)) * M // 10))
+                    sent_ids[f"{key} at {pct}% of budget"] = f"{key}-1"
+                time.sleep(2 * args.every / 3)
             print(f"\rcycle {c + 1}/{args.cycles}, {went_in[0]:,} background events", end="", flush=True)
         deadline = time.time() + 30
         while time.time() < deadline and len(_arrivals(slack, sent)) < len(sent):
@@ -310,8 +343,12 @@ def main() -> int:
               + ", ".join(f"{who} {100 * (cpu1[who] - cpu0[who]) / seconds:.0f}%" for who in cpu1 if cpu1[who])
               + f"; whole machine {machine:.0f}% of {100 * cores}%")  # fmt: skip
         via.report()
-        print(f"crossings: {len(sent)}, messages received: {len(got)}, missing: {len(sent) - len(got)}"
+        print(f"crossings: {len(sent)}, alerts received: {len(got)}, missing: {len(sent) - len(got)}"
               + (f" ({', '.join(sorted(set(sent) - set(got)))})" if len(got) < len(sent) else ""))
+        posts = slack.requests
+        carried = [sum(k in str((r.json or {}).get("text", "")) for k in sent) for r in posts]
+        print(f"Slack messages: {len(posts)} in all ({sum(1 for n in carried if n > 1)} carried several crossings, "
+              f"at most {max(carried, default=0)}; {sum(1 for n in carried if n == 0)} carried none, e.g. forecasts)")
         if lat:
             print(f"{via.start} → Slack: {_summary(lat)}")
             print("  in order (s): " + " ".join(f"{got[k] - sent[k]:.2f}" for k in sent if k in got))
@@ -320,8 +357,8 @@ def main() -> int:
         if split:
             a, b = zip(*split)
             print(f"  of which {via.start} → file in the lake: {_summary(a)}; lake → Slack: {_summary(b)}")
-        dup = len([r for r in slack.requests if r.json and "budget" in str(r.json.get("text", ""))]) - len(got)
-        print(f"duplicate budget messages: {max(dup, 0)}")
+        seen = [k for r in posts for k in sent if k in str((r.json or {}).get("text", ""))]
+        print(f"duplicate crossing alerts: {len(seen) - len(set(seen))}")
         return 0 if len(got) == len(sent) else 1
     finally:
         stop.set()

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -119,19 +120,23 @@ class SlackStandIn:
     """A local receiver that answers like a Slack incoming webhook and prints each message."""
 
     def __init__(self) -> None:
-        self.messages: list[str] = []
+        self.messages: list[str] = []  # each message's text
+        self.titles: list[str] = []  # each alert's title: a grouped message carries several
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 try:
-                    text = str(json.loads(body).get("text", ""))
+                    titles = alert_titles(json.loads(body))
                 except ValueError:
-                    text = ""
-                stand_in.messages.append(text)
-                first = text.splitlines()[0] if text else "(empty)"
-                print(f"  Slack  {time.strftime('%H:%M:%S')}  {first}", flush=True)
+                    titles = []
+                stand_in.messages.append("\n".join(titles))
+                stand_in.titles += titles
+                now = time.strftime("%H:%M:%S")
+                for i, title in enumerate(titles or ["(empty)"]):
+                    grouped = f"  ({i + 1} of {len(titles)} in one message)" if len(titles) > 1 else ""
+                    print(f"  Slack  {now}  {title}{grouped}", flush=True)
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain")
                 self.end_headers()
@@ -146,6 +151,18 @@ class SlackStandIn:
 
     def close(self) -> None:
         self.server.shutdown()
+
+
+def alert_titles(body: Any) -> list[str]:
+    """The alert titles of one Slack message: the first line of a single alert's ``text``, or
+    every line of a grouped one (serve sends alerts due together on a paced channel as one
+    message, most severe first: its header reads "🚨 3 alerts", its text one title a line)."""
+    text = str(body.get("text", "")) if isinstance(body, dict) else ""
+    blocks = body.get("blocks") if isinstance(body, dict) else None
+    header = blocks[0].get("text", {}).get("text", "") if blocks and isinstance(blocks[0], dict) else ""
+    if re.fullmatch(r"\S+ \d+ alerts", header):
+        return [line.split(" ", 1)[-1] for line in text.splitlines() if line.strip()]
+    return text.splitlines()[:1]
 
 
 def run(events: int, lake: str, no_kafka: bool, bootstrap: str | None, keep_broker: bool) -> int:
@@ -347,8 +364,6 @@ def _kafka_feed(bootstrap: str, topic: str) -> Feed:
 
 def _http_feed(log: Path, values: list[bytes]) -> None:
     """The burst over serve's HTTP intake, ten events a POST, as a service without Kafka would."""
-    import re
-
     import requests
 
     deadline = time.monotonic() + 30
@@ -384,7 +399,7 @@ def _live_through_serve(cfg: Path, slack: SlackStandIn, work: Path, feed: Feed) 
             _wait_for_slack(slack, f"{RUNAWAY[0]} at {threshold * 100:g}% of budget")
         feed(log, values[sent:])
         _wait_for_slack(slack, "Cost spike detected")
-        _wait_until_quiet(slack)  # forecasts queued behind the others (Slack is paced at one message a second)
+        _wait_until_quiet(slack)  # alerts still queued (serve paces Slack at one message a second)
     finally:
         serve.send_signal(signal.SIGTERM)
         try:
@@ -421,8 +436,6 @@ def burst_steps(costs: list[float]) -> list[int]:
 
 
 def _wait_for_metrics(log: Path, serve: subprocess.Popen[bytes]) -> int:
-    import re
-
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         m = re.search(r"serving /metrics on http://127\.0\.0\.1:(\d+)/metrics", log.read_text(errors="replace"))
@@ -469,7 +482,7 @@ def _story(lake: Path, cfg: Path, work: Path, slack: SlackStandIn) -> None:
     html = work / "report.html"
     html.write_text(to_html(report))
     say("[5/5] the alerts, the month so far, the budgets, the report")
-    print("\n" + alert_story(lake, len(slack.messages)))
+    print("\n" + alert_story(lake, len(slack.titles)))
     print(f"\nLast 30 days: {_requests(lake):,} requests; this month so far ${report.total_cost:,.2f} "
           f"({report.unpriced_requests:,} of this month's requests unpriced: no price known, cost NULL, not $0)")  # fmt: skip
     statuses = evaluate(lake, s.hierarchy, _now())

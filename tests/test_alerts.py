@@ -6,8 +6,9 @@ highest, records the others); per-budget thresholds; expensive requests once per
 event is not a second alert); spikes name the top team and key and do not repeat; unpriced usage
 and the forecast fire; PagerDuty incidents keep one dedup_key per budget and period and are
 resolved when the limit is raised or the period resets; transient failures are retried (honouring
-Retry-After) until delivered once, terminal ones stop with the reason; Slack is paced; a restart
-sends nothing twice; no secret reaches the outbox, the published files or the logs.
+Retry-After) until delivered once, terminal ones stop with the reason; Slack is paced, and alerts
+due together share one message; a restart sends nothing twice; no secret reaches the outbox, the
+published files or the logs. Grouping itself: tests/test_alert_grouping.py.
 """
 
 from __future__ import annotations
@@ -176,9 +177,22 @@ def titles(receiver: HttpReceiver) -> list[str]:
     return out
 
 
+GROUP_HEADER = re.compile(r"^\W*\d+ alerts$")
+
+
+def alert_titles(body: dict[str, Any]) -> list[str]:
+    """The alert titles one Slack message carries, without their emoji: a grouped message (header
+    "🚨 3 alerts") lists one title a line in its text, most urgent first; a single alert's text
+    starts with its title."""
+    lines = str(body.get("text", "")).splitlines()
+    blocks = body.get("blocks") or [{}]
+    grouped = GROUP_HEADER.match(blocks[0].get("text", {}).get("text", "")) is not None
+    return [re.sub(r"^\W+", "", line) for line in (lines if grouped else lines[:1])]
+
+
 def slack_titles(receiver: HttpReceiver) -> list[str]:
-    """First lines of the Slack messages, without the leading emoji."""
-    return [re.sub(r"^\W+", "", t.splitlines()[0]) for t in titles(receiver)]
+    """The titles of every alert Slack got, in message order (a grouped message's in its order)."""
+    return [t for r in receiver.requests for t in alert_titles(r.json or {})]
 
 
 def test_budget_thresholds_fire_once_each_and_a_jump_sends_only_the_highest(tmp_path: Path, receivers: Any) -> None:
@@ -223,11 +237,12 @@ def test_budget_thresholds_fire_once_each_and_a_jump_sends_only_the_highest(tmp_
     assert [r.json["dedup_key"] for r in pd.requests] == [trigger["dedup_key"]] * 2
     st.stop()
 
+    assert len(slack.requests) == 3  # Alice's 100% and Bob's 50% came due together: one message
     # a restart (new engine over the same state) sends nothing again
     st.start()
     st.step()
     time.sleep(1.5)
-    assert len(slack.requests) == 4 and len(pd.requests) == 2
+    assert len(slack_titles(slack)) == 4 and len(slack.requests) == 3 and len(pd.requests) == 2
     st.stop()
 
 
@@ -387,10 +402,15 @@ def test_slack_is_paced_to_one_message_a_second(tmp_path: Path, receivers: Any) 
     st.start()
     st.ingest([spend("vk-carol", 2.0, i) for i in range(4)])
     st.step()
+    slack.wait_for(1)  # the four, due together, went out as one message
+    st.ingest([spend("vk-carol", 3.0, 4)])
+    st.step()
     st.settle()
-    times = sorted(r.received_at for r in slack.requests)
-    assert len(times) == 4
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.95
+    assert len(slack.requests) == 2
+    assert [len(alert_titles(r.json)) for r in slack.requests] == [4, 1]
+    assert {t.split(" from ")[0] for t in slack_titles(slack)} == {"Expensive request: $2.00", "Expensive request: $3.00"}
+    times = [r.received_at for r in slack.requests]
+    assert times[1] - times[0] >= 0.95  # paced: never two messages within a second
     st.stop()
 
 
