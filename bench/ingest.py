@@ -3,7 +3,8 @@
 Produces N canonical usage events (contract 1) with kcat, then reads the same topic three ways:
 (a) a bare kafka-python poll loop with ingest's own fetch settings (the Python client's ceiling),
 (b) kcat (librdkafka: the broker's ceiling on this machine), (c) `spendlake ingest` end to end.
-Prints events/s, the ratios, (c)'s peak RSS, lake vs raw JSON size, and checks the lake with DuckDB.
+Prints events/s, the ratios, (c)'s peak RSS, lake vs raw JSON size (bytes per event, and per column
+from the Parquet footers), and checks the lake with DuckDB.
 """
 
 from __future__ import annotations
@@ -142,6 +143,29 @@ def kcat_version() -> str:
     return f"{line.split('(')[0].removeprefix('Version ').strip()} (librdkafka {rdkafka})"
 
 
+def column_bytes(events_dir: Path) -> tuple[dict[str, int], int, int]:
+    """Compressed bytes per top-level column (page headers included), summed over every column
+    chunk of every data file, from the Parquet footers; plus the rest of the files (footers,
+    magic) and the number of files."""
+    import pyarrow.parquet as pq
+
+    per: dict[str, int] = {}
+    rest, files = 0, 0
+    for f in sorted(events_dir.glob("**/*.parquet")):
+        md = pq.ParquetFile(f).metadata
+        chunks = 0
+        for g in range(md.num_row_groups):
+            rg = md.row_group(g)
+            for c in range(rg.num_columns):
+                col = rg.column(c)
+                name = col.path_in_schema.split(".")[0]  # tags.key_value.key -> tags
+                per[name] = per.get(name, 0) + col.total_compressed_size
+                chunks += col.total_compressed_size
+        rest += f.stat().st_size - chunks
+        files += 1
+    return per, rest, files
+
+
 def check(ok: bool, what: str, log: Path | None = None) -> None:
     if not ok:
         tail = log.read_text(errors="replace")[-3000:] if log else ""
@@ -248,6 +272,11 @@ def main() -> int:
         print(f"peak RSS: (c) {c_rss:,.0f} MiB   ((a) {a_rss:,.0f} MiB)")
         print(f"size: raw JSON {raw_bytes / n:.1f} B/event, lake {lake_bytes / n:.1f} B/event "
               f"({lake_bytes / MiB:,.1f} MiB, {len(manifests)} batches), raw/lake {raw_bytes / lake_bytes:.1f}x")
+        per, rest, files = column_bytes(lake / "events")
+        print(f"bytes per event by column (compressed column chunks over {files} files, largest first):")
+        for name, b in sorted(per.items(), key=lambda kv: -kv[1]):
+            print(f"  {name:<24}{b / n:>7.2f}  {100 * b / lake_bytes:>5.1f}%")
+        print(f"  {'(footers, headers)':<24}{rest / n:>7.2f}  {100 * rest / lake_bytes:>5.1f}%")
         print(f"lake check (duckdb): {rows:,} rows, {ids:,} distinct event_id, expected {n:,}: "
               + ("OK" if rows == ids == n else "MISMATCH"))
         if rows != ids or rows != n:

@@ -34,6 +34,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -42,14 +43,84 @@ import pyarrow.parquet as pq
 from ingest.errors import LakeConflict, PipelineFailure
 
 STRAY_TEMP_AGE_S = 600  # a temp file this old with no manifest is from a dead writer
-ZSTD_LEVEL = 3  # levels 1..9 measured within 3% of each other on bench data; 3 is the cheapest good one
-# Encodings measured on bench/ingest.py data (72 → 65 bytes/event): dictionaries suit the
-# low-cardinality columns and the cost parts (tokens x a few prices repeat); timestamps and
-# offsets arrive nearly sorted, so deltas; latencies are noisy floats, so byte-stream-split.
-# event_id is unique: a dictionary would only be built and thrown away.
-DELTA_COLUMNS = {"timestamp": "DELTA_BINARY_PACKED", "source_offset": "DELTA_BINARY_PACKED",
-                 "latency_ms": "BYTE_STREAM_SPLIT"}  # fmt: skip
-NO_DICTIONARY = {"event_id", *DELTA_COLUMNS}
+
+# How events files are encoded, measured with bench/ingest.py (1M events in 52 files of ~19k
+# rows; compressed bytes per event): the previous writer (zstd 3, a dictionary on nearly every
+# column) made 57.7 B/event, these settings 51.9. Every total reads the same: only the bytes change.
+# - zstd 9, not 3: costs and token counts are 8-byte values that repeat at a distance, and level
+#   9 finds more of those matches (54.2 → 52.6 B/event for ~0.6 µs more CPU per event; 12 gains
+#   nothing more, 15 and up cost seconds per batch).
+# - event_id is unique random text with nothing to match: zstd 1 codes it best (18.5 B; 19.1 at
+#   3 or 9) and cheapest, and DELTA_LENGTH_BYTE_ARRAY drops PLAIN's 4-byte length per value.
+# - A dictionary pays only where values repeat within a file. Costs and most token counts are
+#   nearly unique per file (cost_usd: 7.6 B with one, 6.4 PLAIN at zstd 3), so PLAIN and zstd
+#   finds the repeats; output tokens, the output/reasoning costs and all labels keep one (and
+#   so do the map `tags`, whose leaves the old list of top-level names never reached).
+# - Timestamps and offsets arrive sorted: DELTA_BINARY_PACKED. Latencies and durations are
+#   measurements with noisy low bits: BYTE_STREAM_SPLIT (within 1% of PLAIN on the bench's
+#   one-decimal latencies). Not for costs: equal costs repeat as whole 8-byte values, which
+#   splitting into byte streams takes apart (cost_usd 7.0 B against 6.4 PLAIN).
+# - Rows keep their arrival order: sorting a file by (virtual_key, timestamp) measured 53.6
+#   B/event against 51.9, as timestamp (1.8 → 3.4 B) and source_offset (0 → 1.9 B) lose more
+#   than the key columns gain (3.6 → 1.9 B).
+# These encodings are Parquet 2 ones that DuckDB, Spark, Trino and ClickHouse read; old files
+# and new ones read together, the schema is unchanged.
+ZSTD_LEVEL = 9
+COLUMN_ZSTD_LEVEL = {"event_id": 1}
+COLUMN_ENCODINGS = {
+    "event_id": "DELTA_LENGTH_BYTE_ARRAY",
+    "timestamp": "DELTA_BINARY_PACKED", "source_offset": "DELTA_BINARY_PACKED",
+    "ingested_at": "DELTA_BINARY_PACKED",
+    "latency_ms": "BYTE_STREAM_SPLIT", "duration_seconds": "BYTE_STREAM_SPLIT",
+    **dict.fromkeys(("input_tokens", "cached_input_tokens", "cache_write_tokens", "reasoning_tokens",
+                     "cost_usd", "cost_input_usd", "cost_cached_input_usd", "cost_cache_write_usd",
+                     "reported_cost_usd"), "PLAIN"),
+}  # fmt: skip
+ROW_GROUP_ROWS = 1 << 20  # a batch (≤ 50,000 records) is one row group: one footer, one dictionary
+# Dead letters are few and read rarely: they keep the settings events files had before.
+DEAD_LETTER_ZSTD_LEVEL = 3
+DEAD_LETTER_ENCODINGS = {"source_offset": "DELTA_BINARY_PACKED"}
+
+
+def write_options(schema: pa.Schema, *, dead_letters: bool = False) -> dict[str, Any]:
+    """`pyarrow.parquet.write_table` options for a lake file of this schema. Per-column options
+    are keyed by leaf path (`tags.key_value.key`): a top-level name does not reach a map's
+    leaves."""
+    leaves = _leaf_paths(schema)
+    encodings = DEAD_LETTER_ENCODINGS if dead_letters else COLUMN_ENCODINGS
+    if dead_letters:
+        level: int | dict[str, int] = DEAD_LETTER_ZSTD_LEVEL
+    else:
+        level = {c: COLUMN_ZSTD_LEVEL.get(c, ZSTD_LEVEL) for c in leaves}
+    return {
+        "compression": "zstd",
+        "compression_level": level,
+        "row_group_size": ROW_GROUP_ROWS,
+        "write_statistics": True,
+        "use_dictionary": [c for c in leaves if c not in encodings],
+        "column_encoding": {c: e for c, e in encodings.items() if c in leaves} or None,
+    }
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    """Parquet column paths of an Arrow schema's leaves, as pyarrow names them."""
+    out: list[str] = []
+
+    def walk(path: str, t: pa.DataType) -> None:
+        if pa.types.is_map(t):
+            walk(f"{path}.key_value.key", t.key_type)
+            walk(f"{path}.key_value.value", t.item_type)
+        elif pa.types.is_struct(t):
+            for f in t:
+                walk(f"{path}.{f.name}", f.type)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            walk(f"{path}.list.element", t.value_type)
+        else:
+            out.append(path)
+
+    for f in schema:
+        walk(f.name, f.type)
+    return out
 
 
 @dataclass(frozen=True)
@@ -148,7 +219,9 @@ class Lake:
                 for date, part in _split_by_date(events, events_date):
                     staged.append(self._stage(self.events_dir / f"date={date}", name, token, part))
             if dead is not None and dead.num_rows:
-                staged.append(self._stage(self.dead_dir / f"date={dead_date}", name, token, dead))
+                staged.append(
+                    self._stage(self.dead_dir / f"date={dead_date}", name, token, dead, dead_letters=True)
+                )
             manifest = Manifest(
                 stream, partition, first, last,
                 tuple(str(final.relative_to(self.root)) for _, final in staged),
@@ -230,17 +303,15 @@ class Lake:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def _stage(self, directory: Path, name: str, token: str, table: pa.Table) -> tuple[Path, Path]:
+    def _stage(
+        self, directory: Path, name: str, token: str, table: pa.Table, *, dead_letters: bool = False
+    ) -> tuple[Path, Path]:
+        """Write `table` to a hidden temp file beside `name` and fsync it. The bytes are a
+        function of the table alone (pyarrow writes no time or randomness into the file)."""
         directory.mkdir(parents=True, exist_ok=True)
         tmp = directory / f".{name}.{token}.tmp"
         with open(tmp, "wb") as fh:
-            encodings = {c: e for c, e in DELTA_COLUMNS.items() if c in table.column_names}
-            pq.write_table(
-                table, fh, compression="zstd", compression_level=ZSTD_LEVEL,
-                row_group_size=1 << 20, write_statistics=True,
-                use_dictionary=[c for c in table.column_names if c not in NO_DICTIONARY],
-                column_encoding=encodings or None,
-            )  # fmt: skip
+            pq.write_table(table, fh, **write_options(table.schema, dead_letters=dead_letters))
             fh.flush()
             os.fsync(fh.fileno())
         return tmp, directory / name

@@ -8,8 +8,9 @@ table), and if the cost columns differ from what is stored, replace the file in 
 1. Every column other than the cost columns, the schema (field order, types, nullability,
    metadata) and the file name stay exactly as they were; the name is still a function of
    (stream, partition, first, last) and the date (contract 2, invariant 1). The new file is
-   written with the lake's own writer (`Lake._stage`: zstd level, dictionary columns, column
-   encodings), as a hidden `.<name>.reprice-<token>.tmp` beside the original, and fsynced.
+   written with the lake's own writer (`Lake._stage` with `write_options`: zstd levels,
+   dictionary columns, column encodings; a file from an older writer comes out in today's), as
+   a hidden `.<name>.reprice-<token>.tmp` beside the original, and fsynced.
 2. Under the partition lock of the file's (stream, partition) (parsed from its name), we check
    the file is still the one we read (inode, size, mtime_ns) — another reprice may have replaced
    it meanwhile; if so we read it again — then `os.replace` the temp over it and fsync the
