@@ -6,13 +6,15 @@ serve`` holds the DuckDB state; when nobody does, the rollups are brought up to 
 rollups already count each event_id once (contract 2, invariant 4), so every total here agrees with
 the deduplicated raw rows.
 
-Rollup time buckets are UTC hours (``rollup_hourly``) and UTC days (``rollup_daily``). A period is
-cut at local midnight by choosing the hour buckets that *start* inside it, which is exact for every
-zone whose offset is a whole number of hours (DST shifts included). In a 30- or 45-minute zone
-(Asia/Kolkata, Australia/Adelaide, Asia/Kathmandu) the hour bucket that holds local midnight is
-counted with the period it starts in, so up to 45 minutes of spend at each edge land in the
-neighbouring period. ``rollup_daily`` is used instead when every boundary is a UTC midnight (fewer
-rows, same numbers).
+Windows are half-open, ``[start, end)``, and exact. A to-date report ends at its as-of time ``at``
+itself (the events stamped before ``at``, the rule budgets follow: ``aggregator.budgets``), and the
+previous window it is compared to ends as long after its own start. Rollup time buckets are UTC
+hours (``rollup_hourly``) and UTC days (``rollup_daily``): ``rollup_daily`` when every boundary is
+a UTC midnight, ``rollup_hourly`` when every boundary is a whole UTC hour (local midnights in every
+whole-hour zone, DST shifts included). Otherwise (a to-date window ending mid-hour, local midnight
+in a 30- or 45-minute zone such as Asia/Kolkata) the rows come from ``aggregator.budgets.Exact``:
+the whole hours from ``rollup_hourly``, the rest of an edge hour from ``rollup_minute`` and the raw
+lake files, cut at the boundary itself.
 
 A change is given as a percentage only when the previous window is something to compare with (see
 ``change_pct``): a lake that began during it, or a previous spend of a few cents, would make
@@ -26,17 +28,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import duckdb
 
-from aggregator.budgets import BudgetUsage
+from aggregator.budgets import BudgetUsage, Exact
+from aggregator.evaluate import evaluate
 from aggregator.hierarchy import Hierarchy
 from aggregator.periods import period as make_period
-from aggregator.rollup import published_views, update_if_free
-from spendlake.budgets_cmd import evaluate
-from spendlake.settings import Settings
+from aggregator.rollup import DIMS, published_views, update_if_free
 
 PERIODS = {"daily": "1d", "weekly": "1w", "monthly": "1M"}
 NONE_LABEL = "(none)"  # a team or customer label the events did not carry (and the hierarchy could not fill)
@@ -44,6 +45,17 @@ HOUR = timedelta(hours=1)
 MS = timedelta(milliseconds=1)
 # Below this previous-window spend a percentage says more about the cents than about the change.
 MIN_PREVIOUS_USD = 1.00
+# The window's rows where no rollup table's buckets cut it exactly (see Window.table).
+EXACT_ROWS = "report_rows"
+REPORT_MEASURES = ("requests", "unpriced", "cost_usd", "input_tokens", "output_tokens")
+
+
+class Settings(Protocol):
+    """What a report reads of the settings (``spendlake.settings.Settings``)."""
+
+    hierarchy: Hierarchy | None
+
+    def get(self, section: str, key: str) -> Any: ...
 
 
 @dataclass(frozen=True)
@@ -154,7 +166,7 @@ class Window:
     end: datetime
     previous_start: datetime
     previous_end: datetime
-    table: str  # rollup_hourly or rollup_daily
+    table: str  # rollup_daily, rollup_hourly, or EXACT_ROWS (build_report makes it)
 
     def params(self) -> list[Any]:
         """``$1``..``$6`` of the queries: the UTC dates to read (rollup files are per UTC ``day``;
@@ -183,22 +195,28 @@ def periods(period: str, tz: ZoneInfo, at: datetime, to_date: bool) -> Window:
     """The reported window and the one it is compared to.
 
     Complete (default): the last whole period before ``at`` and the whole one before it.
-    To date: the current period from its start through the hour containing ``at`` (rollups are
-    hourly), compared to the same length of time from the previous period's start."""
+    To date: the current period from its start to ``at`` itself (the events stamped before
+    ``at``), compared to the same length of time from the previous period's start."""
     if period not in PERIODS:
         raise ValueError(f"period: got {period!r}, expected one of {', '.join(PERIODS)}")
     p = make_period(PERIODS[period], tz)
     current = p.start(at)
     if to_date:
-        end = min(_ceil_hour(at), p.end(at))
+        end = at
         previous_start = p.start(current - timedelta(seconds=1))
         previous_end = min(previous_start + (end - current), current)
         start = current
     else:
         start, end = p.start(current - timedelta(seconds=1)), current
         previous_start, previous_end = p.start(start - timedelta(seconds=1)), start
-    utc_days = all(t.astimezone(UTC).time() == datetime.min.time() for t in (start, end, previous_start, previous_end))
-    return Window(start, end, previous_start, previous_end, "rollup_daily" if utc_days else "rollup_hourly")
+    bounds = [t.astimezone(UTC) for t in (start, end, previous_start, previous_end)]
+    if all(t.time() == datetime.min.time() for t in bounds):
+        table = "rollup_daily"
+    elif all(t == t.replace(minute=0, second=0, microsecond=0) for t in bounds):
+        table = "rollup_hourly"
+    else:
+        table = EXACT_ROWS
+    return Window(start, end, previous_start, previous_end, table)
 
 
 def _ceil_hour(t: datetime) -> datetime:
@@ -247,9 +265,13 @@ def build_report(lake: Path, settings: Settings, period: str, at: datetime | Non
     if refresh:
         update_if_free(lake, budget_hook=BudgetUsage(h), minute_retention_days=retention)
     con = duckdb.connect()
+    exact = Exact(con, lake, h, dims=DIMS, measures=REPORT_MEASURES, fill_all=False, recent=False)
     try:
         con.execute("SET TimeZone = 'UTC'")
         published_views(con, lake)
+        if w.table == EXACT_ROWS:
+            windows = [(w.start, w.end), (w.previous_start, w.previous_end)]
+            con.execute(f"CREATE TEMP TABLE {EXACT_ROWS} AS {exact.sql(windows, at)}")
         history_start = _history_start(con, w)
         complete = history_start is None
         total = _rows(con, w, ())[0]
@@ -260,8 +282,8 @@ def build_report(lake: Path, settings: Settings, period: str, at: datetime | Non
         series_unit = "hour" if period == "daily" else "day"
         series = _series(con, w, tz, series_unit)
     finally:
+        exact.close()
         con.close()
-    budget_at = at if to_date else w.end - MS  # how budgets stood when the period closed
     cur, prev = float(total.get("cur", 0.0)), float(total.get("prev", 0.0))
     return Report(
         period=period, timezone=tz_name, to_date=to_date, start=w.start, end=w.end,
@@ -271,7 +293,7 @@ def build_report(lake: Path, settings: Settings, period: str, at: datetime | Non
         requests=int(total.get("n", 0)), previous_requests=int(total.get("prev_n", 0)),
         unpriced_requests=int(total.get("unpriced", 0)), customers=customers, teams=teams,
         top_keys=keys, top_models=tuple(models[:top]), series_unit=series_unit, series=series,
-        by_model=_by_model(models, top), budgets=_budgets(lake, h, budget_at, retention, refresh),
+        by_model=_by_model(models, top), budgets=_budgets(lake, h, at, w, to_date, retention, refresh),
         unpriced=tuple(Unpriced(m.provider, m.model, m.unpriced) for m in
                        sorted(models, key=lambda m: (-m.unpriced, m.provider, m.model)) if m.unpriced),
     )  # fmt: skip
@@ -348,7 +370,7 @@ def _series(con: duckdb.DuckDBPyConnection, w: Window, tz: ZoneInfo, unit: str) 
     while t < w.end:
         starts.append(t)
         t = t + HOUR if unit == "hour" else day.end(t)
-    table = "rollup_daily" if unit == "day" and w.table == "rollup_daily" else "rollup_hourly"
+    table = "rollup_hourly" if unit == "hour" and w.table == "rollup_daily" else w.table
     got = con.execute(
         f"""SELECT epoch_ms(bucket) AS ms, coalesce(sum({COST}), 0)::DOUBLE, coalesce(sum(requests), 0)::BIGINT
             FROM {table} WHERE day >= $1 AND day <= $2 AND bucket >= $3 AND bucket < $4 GROUP BY 1 ORDER BY 1""",
@@ -364,14 +386,18 @@ def _series(con: duckdb.DuckDBPyConnection, w: Window, tz: ZoneInfo, unit: str) 
     return tuple(Point(s, s.astimezone(tz).strftime(fmt), cost[i], requests[i]) for i, s in enumerate(starts))
 
 
-def _budgets(lake: Path, h: Hierarchy, at: datetime, retention: int, refresh: bool = True) -> tuple[BudgetRow, ...]:
-    """Every budget's status at ``at``, whether or not ``serve`` holds the state."""
+def _budgets(lake: Path, h: Hierarchy, at: datetime, w: Window, to_date: bool, retention: int,
+             refresh: bool = True) -> tuple[BudgetRow, ...]:  # fmt: skip
+    """Every budget's status, whether or not ``serve`` holds the state: as of ``at`` for a to-date
+    report; for a complete one, how budgets stood when the period closed (the events before its
+    end, in the periods that held its last instant)."""
     def parse(text: str) -> datetime:
         return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
+    as_of, period_at = (at, None) if to_date else (w.end, w.end - MS)
     return tuple(BudgetRow(s.budget_id, s.type, s.id, s.name, s.reset_duration, s.max_limit, s.current_usage,
                            s.utilization, parse(s.period_start), parse(s.reset_at))
-                 for s in evaluate(lake, h, at, retention, refresh))  # fmt: skip
+                 for s in evaluate(lake, h, as_of, retention, refresh, period_at))  # fmt: skip
 
 
 __all__ = ["MIN_PREVIOUS_USD", "PERIODS", "BudgetRow", "ModelSpend", "Point", "Report", "Spend", "Unpriced",

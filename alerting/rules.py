@@ -12,6 +12,10 @@ sent and at most once per key:
   (period reset, limit raised, budget gone), cost spikes and token rates over the last window,
   and unpriced usage.
 
+Budget thresholds and the forecast read ``aggregator.budgets.status_table`` as of ``now``: usage and
+the burn rate (the spend of ``[now - 1 h, now)``) count exactly the events stamped before ``now``,
+so ``evaluate(con, T)`` for any T sees what ``spendlake budgets --at T`` and ``report --at T`` see.
+
 Keys: ``budget:<budget id>:<period start>:<limit>:<threshold>`` (a raised limit is a new budget
 for alerting; its incident is resolved), ``forecast:<budget id>:<period start>:<limit>``,
 ``expensive:<event id>``, ``spike:<window start>``, ``token_rate:<window start>``,

@@ -1,26 +1,20 @@
 """`spendlake budgets`: every budget's status, as bars on a terminal or as JSON (contract 4).
 
-It brings the rollups up to date itself when no other process holds them; while `spendlake
-serve` runs, it reads what serve publishes (``<lake>/_rollups/``). If serve runs with other
-budgets than this config (the published fingerprint differs), usage is computed from the raw lake
-files of the current periods instead: slower, never wrong.
+The evaluation itself (the state when it is free, what serve publishes while it runs, the raw
+lake when serve runs with other budgets) is ``aggregator.evaluate.evaluate``, re-exported here.
+As of ``--at T``, usage counts exactly the events stamped before T (``timestamp < T``).
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-import duckdb
-import pyarrow.parquet as pq
-
-from aggregator.budgets import BudgetStatus, BudgetUsage, status
-from aggregator.hierarchy import Hierarchy
+from aggregator.budgets import BudgetStatus
+from aggregator.evaluate import evaluate
 from aggregator.periods import period_words
-from aggregator.rollup import PUBLISH_DIR, Rollup, StateLocked, published_views, sql_string
 from spendlake import settings as settings_mod
 
 BAR = 24
@@ -51,58 +45,6 @@ def _at(text: str | None) -> datetime:
     return dt.astimezone(UTC)
 
 
-def evaluate(lake: Path, hierarchy: Hierarchy, at: datetime, minute_retention_days: int = 3,
-             refresh: bool = True) -> list[BudgetStatus]:  # fmt: skip
-    """Budget status from the state when it is free (``refresh``), else from what serve
-    publishes. serve itself passes ``refresh=False``: in its own process a second connection
-    to the state would not be refused (DuckDB shares the open database) but roll up without
-    serve's hooks."""
-    if not hierarchy.budgets:
-        return []
-    hook = BudgetUsage(hierarchy)
-    if refresh:
-        try:
-            with Rollup(lake, budget_hook=hook, minute_retention_days=minute_retention_days) as r:
-                r.update()
-                hook.ensure(r.con, lake, at)
-                return status(r.con, hierarchy, at)
-        except StateLocked:
-            pass
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    published_views(con, lake)
-    usage = lake / PUBLISH_DIR / "budget_usage.parquet"
-    if _covered(lake, hook, at):
-        con.execute("CREATE VIEW budget_usage AS SELECT budget_id, period_start, usage, requests "
-                    f"FROM read_parquet({sql_string(usage)}) WHERE fingerprint = {sql_string(hook.fingerprint)}")
-    else:
-        sys.stderr.write("spendlake: serve runs with other budgets than this config; computing usage from the raw lake\n")
-        _usage_from_raw(con, lake, hook, at)
-    return status(con, hierarchy, at)
-
-
-def _covered(lake: Path, hook: BudgetUsage, at: datetime) -> bool:
-    """Whether the published usage was computed for these budgets on every date the periods
-    containing ``at`` need (dates of the lake from the earliest period start up to ``at``)."""
-    days_file = lake / PUBLISH_DIR / "budget_days.parquet"
-    if not (lake / PUBLISH_DIR / "budget_usage.parquet").exists() or not days_file.exists():
-        return False
-    first = min(p.start(at) for p in {b.period for b in hook.h.budgets}).astimezone(UTC).date()
-    needed = {d.name[5:] for d in (lake / "events").glob("date=*")
-              if first.isoformat() <= d.name[5:] <= at.date().isoformat() and any(d.glob("*.parquet"))}  # fmt: skip
-    t = pq.read_table(days_file)
-    done = {day.isoformat() for day, fp in zip(t.column("day").to_pylist(), t.column("fingerprint").to_pylist())
-            if fp == hook.fingerprint}  # fmt: skip
-    return needed <= done
-
-
-def _usage_from_raw(con: duckdb.DuckDBPyConnection, lake: Path, hook: BudgetUsage, at: datetime) -> None:
-    first = min(p.start(at) for p in {b.period for b in hook.h.budgets}).astimezone(UTC).date()
-    files = [str(p) for d in sorted((lake / "events").glob("date=*")) if d.name[5:] >= first.isoformat()
-             for p in d.glob("*.parquet")]  # fmt: skip
-    hook.add_raw(con, files)
-
-
 def render(statuses: list[BudgetStatus], at: datetime) -> str:
     """One line per budget: who, a bar of usage / limit, $ used of $ limit, reset, exhaustion."""
     if not statuses:
@@ -122,5 +64,8 @@ def render(statuses: list[BudgetStatus], at: datetime) -> str:
             f"per {period_words(s.reset_duration)}, resets {s.reset_at}{runs_out}{mark}"
         )
     return "\n".join(lines) + "\n"
+
+
+__all__ = ["BudgetStatus", "evaluate", "render", "run"]
 
 

@@ -215,7 +215,7 @@ def test_usage_per_budget_includes_descendants(hier: dict[str, Any]) -> None:
             o = got[(t, i, d)]
             start, end = PERIODS[at][d]
             assert (o["period_start"], o["reset_at"]) == (start, end), (t, i, d)
-            want = truth.usage(t, i, Z(start), Z(end))
+            want = truth.usage(t, i, Z(start), min(Z(end), at))  # as of `at`: the events before it
             assert close(o["current_usage"], want), (at, t, i, d, o["current_usage"], want)
             assert o["max_limit"] == limit
     # the numbers, by hand: per event $1..$4 (1 + (3j + k) % 4); in June's month, day and hour
@@ -262,10 +262,14 @@ def test_status_fields_and_their_consistency(hier: dict[str, Any]) -> None:
             used, limit = o["current_usage"], o["max_limit"]
             assert close(o["remaining"], limit - used)
             assert close(o["utilization"], used / limit)
-            # no minute rollups reach back to 2026-06 (kept 3 days): the period's average
+            # the spend of the hour before `at` (no minute rollups reach back to 2026-06: cut from the
+            # raw files); the period's average while the period is younger than that hour, but at
+            # least a minute old (a period just begun has no average: the last hour's rate then)
             hours = (at - start).total_seconds() / 3600
             rate = o["burn_rate_usd_per_hour"]
-            assert close(rate, used / hours if hours >= 1 / 60 else 0.0), o  # a period just begun: no rate yet
+            last_hour = hier["truth"].usage(o["type"], o["id"], at - timedelta(hours=1), at)
+            want_rate = used / hours if 1 / 60 <= hours < 1 else last_hour
+            assert close(rate, want_rate), (o, want_rate)
             exhaustion = o["projected_exhaustion_at"]
             if limit - used <= 0:
                 assert Z(exhaustion) == at
@@ -281,10 +285,11 @@ def test_status_fields_and_their_consistency(hier: dict[str, Any]) -> None:
     cust_day = june[("customer", "cust-acme", "1d")]  # $61 of $50
     assert cust_day["remaining"] == pytest.approx(-11.0) and cust_day["utilization"] == pytest.approx(1.22)
     assert cust_day["projected_exhaustion_at"] == "2026-06-15T18:30:00Z"
-    # the team's month: $40 in 14.5 days -> $40 / 350.5 h; $460 left at that rate
+    # the team's month: $40 so far, $16 of it in the last hour (17:59:59.999 $2 + $4, 18:00 $1 + $3,
+    # 18:29:59 $4 + $2 from alice and carol); $460 left at $16 an hour is 28.75 hours
     eng = june[("team", "team-eng", "1M")]
-    assert eng["burn_rate_usd_per_hour"] == pytest.approx(40 / 350.5)
-    assert Z(eng["projected_exhaustion_at"]) == pytest.approx(AT_JUNE + timedelta(hours=460 * 350.5 / 40),
+    assert eng["burn_rate_usd_per_hour"] == pytest.approx(16.0)
+    assert Z(eng["projected_exhaustion_at"]) == pytest.approx(AT_JUNE + timedelta(hours=460 / 16),
                                                               abs=timedelta(seconds=1))  # fmt: skip
     # the requests a budget's usage holds (priced requests only)
     assert june[("virtual_key", "vk-alice", "1M")]["requests"] == 8  # 8 June events; its 8 unpriced ones not counted
@@ -363,7 +368,8 @@ def test_late_event_counts_in_its_own_period(tmp_path: Path) -> None:
                   ev("l-3", Z("2026-07-01T05:00:00Z"), 4.0, virtual_key="vk-l"),
                   ev("l-4", Z("2026-07-05T15:00:00Z"), 8.0, virtual_key="vk-l")], "a.jsonl")  # fmt: skip
     key = ("virtual_key", "vk-l", "1M")
-    at_june, at_july = Z("2026-06-25T12:00:00Z"), Z("2026-07-10T12:00:00Z")
+    # June 30 23:45 EDT, after every June event (as of a time, only the events before it count)
+    at_june, at_july = Z("2026-07-01T03:45:00Z"), Z("2026-07-10T12:00:00Z")
     assert budgets_json(config, lake, at_july)[key]["current_usage"] == pytest.approx(12.0)  # $4 + $8
 
     # after the month changed: June 30 23:30 EDT (already July 1 in UTC, in July's lake partition)
@@ -374,9 +380,9 @@ def test_late_event_counts_in_its_own_period(tmp_path: Path) -> None:
     july = budgets_json(config, lake, at_july)[key]
     june = budgets_json(config, lake, at_june)[key]
     truth = Truth(lake)
-    assert close(july["current_usage"], truth.usage("virtual_key", "vk-l", *JULY))
+    assert close(july["current_usage"], truth.usage("virtual_key", "vk-l", JULY[0], at_july))
     assert july["current_usage"] == pytest.approx(12.0)  # unchanged
-    assert close(june["current_usage"], truth.usage("virtual_key", "vk-l", *JUNE))
+    assert close(june["current_usage"], truth.usage("virtual_key", "vk-l", JUNE[0], at_june))
     assert june["current_usage"] == pytest.approx(1.0 + 2.0 + 16.0 + 32.0)
     assert june["period_start"] == "2026-06-01T04:00:00Z" and june["reset_at"] == "2026-07-01T04:00:00Z"
 
@@ -413,24 +419,35 @@ def test_daily_budget_on_dst_days(tmp_path: Path) -> None:
     ]
     ingest(lake, [ev(f"d-{n}", Z(t), d, virtual_key="vk-dst") for n, (t, _, d) in enumerate(events)], "dst.jsonl")
 
-    spring = budgets_json(config, lake, "2026-03-08T12:00:00-04:00")
+    # as of the local day's last second: the whole 23-hour day
+    spring_at = "2026-03-08T23:59:59-04:00"
+    spring = budgets_json(config, lake, spring_at)
     day = spring[("virtual_key", "vk-dst", "1d")]
     assert (day["period_start"], day["reset_at"]) == ("2026-03-08T05:00:00Z", "2026-03-09T04:00:00Z")
     assert Z(day["reset_at"]) - Z(day["period_start"]) == timedelta(hours=23)
     assert day["current_usage"] == pytest.approx(2.0 + 4.0 + 8.0)
+    # as of noon: the $4 stamped exactly 12:00 EDT is not before it, the $8 at 23:30 is later
+    noon = budgets_json(config, lake, "2026-03-08T12:00:00-04:00")[("virtual_key", "vk-dst", "1d")]
+    assert noon["period_start"] == day["period_start"] and noon["current_usage"] == pytest.approx(2.0)
 
-    fall = budgets_json(config, lake, "2026-11-01T01:45:00-05:00")  # the repeated hour's second pass
+    fall_at = "2026-11-01T23:59:59-05:00"
+    fall_day = budgets_json(config, lake, fall_at)[("virtual_key", "vk-dst", "1d")]
+    assert (fall_day["period_start"], fall_day["reset_at"]) == ("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z")
+    assert Z(fall_day["reset_at"]) - Z(fall_day["period_start"]) == timedelta(hours=25)
+    assert fall_day["current_usage"] == pytest.approx(2.0 + 4.0 + 8.0 + 16.0 + 32.0)
+    repeated_at = "2026-11-01T01:45:00-05:00"  # the repeated hour's second pass
+    fall = budgets_json(config, lake, repeated_at)
     day = fall[("virtual_key", "vk-dst", "1d")]
-    assert (day["period_start"], day["reset_at"]) == ("2026-11-01T04:00:00Z", "2026-11-02T05:00:00Z")
-    assert Z(day["reset_at"]) - Z(day["period_start"]) == timedelta(hours=25)
-    assert day["current_usage"] == pytest.approx(2.0 + 4.0 + 8.0 + 16.0 + 32.0)
+    assert day["period_start"] == "2026-11-01T04:00:00Z"
+    assert day["current_usage"] == pytest.approx(2.0 + 4.0 + 8.0)  # 02:00 EST and 23:30 EST are later
     # 01:00 EDT to 02:00 EST is one 1h period of two hours: both 01:30s
     hour = fall[("virtual_key", "vk-dst", "1h")]
     assert (hour["period_start"], hour["reset_at"]) == ("2026-11-01T05:00:00Z", "2026-11-01T07:00:00Z")
     assert hour["current_usage"] == pytest.approx(4.0 + 8.0)
     truth = Truth(lake)
-    for o in (day, hour, spring[("virtual_key", "vk-dst", "1d")]):
-        assert close(o["current_usage"], truth.usage("virtual_key", "vk-dst", Z(o["period_start"]), Z(o["reset_at"])))
+    for o, at in ((day, repeated_at), (hour, repeated_at), (fall_day, fall_at), (noon, "2026-03-08T12:00:00-04:00"),
+                  (spring[("virtual_key", "vk-dst", "1d")], spring_at)):  # fmt: skip
+        assert close(o["current_usage"], truth.usage("virtual_key", "vk-dst", Z(o["period_start"]), Z(at)))
 
 
 # --- 4. leap day, month end, 30 s and weekly budgets ----------------------------------------------
@@ -468,11 +485,12 @@ def test_leap_day_month_end_30s_and_weekly(tmp_path: Path) -> None:
     got = budgets_json(config, lake, "2028-02-29T12:00:45-05:00")
     period = {d: (got[k]["period_start"], got[k]["reset_at"]) for d, k in key.items()}
     assert period["30s"] == ("2028-02-29T17:00:30Z", "2028-02-29T17:01:00Z")
-    assert got[key["30s"]]["current_usage"] == pytest.approx(32.0 + 64.0)
+    # as of 12:00:45: the $64 at 12:00:59.999 and everything after it are later
+    assert got[key["30s"]]["current_usage"] == pytest.approx(32.0)
     assert period["1M"] == ("2028-02-01T05:00:00Z", "2028-03-01T05:00:00Z")
-    assert got[key["1M"]]["current_usage"] == pytest.approx(2 + 4 + 8 + 16 + 32 + 64 + 128 + 256)
+    assert got[key["1M"]]["current_usage"] == pytest.approx(2 + 4 + 8 + 16 + 32)
     assert period["1w"] == ("2028-02-28T05:00:00Z", "2028-03-06T05:00:00Z")
-    assert got[key["1w"]]["current_usage"] == pytest.approx(8 + 16 + 32 + 64 + 128 + 256 + 512)
+    assert got[key["1w"]]["current_usage"] == pytest.approx(8 + 16 + 32)
 
     # more instants through the API on the state the command left: the last second of the leap
     # day, the first of March (EDT starts 03-12: April begins at 04:00Z), the last of January
@@ -496,7 +514,8 @@ def test_leap_day_month_end_30s_and_weekly(tmp_path: Path) -> None:
             for s in status(r.con, h, at):
                 start, end = periods[s.reset_duration]
                 assert (s.period_start, s.reset_at) == (start, end), (at_text, s)
-                assert close(s.current_usage, truth.usage("virtual_key", "vk-leap", Z(start), Z(end))), (at_text, s)
+                want = truth.usage("virtual_key", "vk-leap", Z(start), min(Z(end), at))
+                assert close(s.current_usage, want), (at_text, s, want)
     assert close(truth.usage("virtual_key", "vk-leap", Z("2028-03-01T05:00:00Z"), Z("2028-04-01T04:00:00Z")), 512.0)
     assert close(truth.usage("virtual_key", "vk-leap", Z("2028-01-01T05:00:00Z"), Z("2028-02-01T05:00:00Z")), 1.0)
 
@@ -581,6 +600,11 @@ C_WEEK = (Z("2026-10-12T00:00:00Z"), Z("2026-10-19T00:00:00Z"))
 C_DAY = (Z("2026-10-14T00:00:00Z"), Z("2026-10-15T00:00:00Z"))
 
 
+def upto(span: tuple[datetime, datetime]) -> tuple[datetime, datetime]:
+    """The part of a period before AT_CHANGE: what a status as of AT_CHANGE counts."""
+    return span[0], min(span[1], AT_CHANGE)
+
+
 def change_events(prefix: str, scale: float) -> list[dict[str, Any]]:
     days = ("2026-10-02T10:00:00Z", "2026-10-11T23:59:59Z", "2026-10-12T00:00:00Z", "2026-10-13T10:00:00Z",
             "2026-10-14T00:00:00Z", "2026-10-14T09:00:00Z", "2026-10-14T23:59:59Z", "2026-10-15T00:00:00Z")  # fmt: skip
@@ -596,18 +620,19 @@ def test_changed_budgets_are_recomputed_from_the_lake(tmp_path: Path) -> None:
 
     got = budgets_json(a, lake, AT_CHANGE)
     assert set(got) == {("virtual_key", "vk-c", "1M")}
-    assert close(got[("virtual_key", "vk-c", "1M")]["current_usage"], truth.usage("virtual_key", "vk-c", *C_MONTH))
-    assert got[("virtual_key", "vk-c", "1M")]["current_usage"] == pytest.approx(36.0)  # 1 + ... + 8
+    month = got[("virtual_key", "vk-c", "1M")]["current_usage"]
+    assert close(month, truth.usage("virtual_key", "vk-c", *upto(C_MONTH)))
+    assert got[("virtual_key", "vk-c", "1M")]["current_usage"] == pytest.approx(21.0)  # 1 + ... + 6: before 12:00
 
     got = budgets_json(b, lake, AT_CHANGE)  # another limit and period for vk-c; a new budget for the team
     assert set(got) == {("virtual_key", "vk-c", "1d"), ("team", "team-c", "1w")}
     day, week = got[("virtual_key", "vk-c", "1d")], got[("team", "team-c", "1w")]
     assert day["max_limit"] == 50.0 and (day["period_start"], day["reset_at"]) == (rfc(C_DAY[0]), rfc(C_DAY[1]))
-    assert close(day["current_usage"], truth.usage("virtual_key", "vk-c", *C_DAY))
-    assert day["current_usage"] == pytest.approx(5 + 6 + 7)
-    assert close(week["current_usage"], truth.usage("team", "team-c", *C_WEEK))
-    assert week["current_usage"] == pytest.approx(3 + 4 + 5 + 6 + 7 + 8)
-    assert close(day["utilization"], 18 / 50)
+    assert close(day["current_usage"], truth.usage("virtual_key", "vk-c", *upto(C_DAY)))
+    assert day["current_usage"] == pytest.approx(5 + 6)  # 10-14 00:00 and 09:00; 23:59:59 is later
+    assert close(week["current_usage"], truth.usage("team", "team-c", *upto(C_WEEK)))
+    assert week["current_usage"] == pytest.approx(3 + 4 + 5 + 6)
+    assert close(day["utilization"], 11 / 50)
 
     # the state now holds usage for the second config from 10-12 on (the start of its earliest
     # current period): BudgetUsage.ensure has nothing to redo for it; for the first config again it
@@ -618,7 +643,7 @@ def test_changed_budgets_are_recomputed_from_the_lake(tmp_path: Path) -> None:
         assert BudgetUsage(hb).ensure(r.con, lake, AT_CHANGE) == 0
         assert BudgetUsage(ha).ensure(r.con, lake, AT_CHANGE) == 4  # 10-12, 10-13, 10-14, 10-15
         (s,) = status(r.con, ha, AT_CHANGE)
-        assert close(s.current_usage, truth.usage("virtual_key", "vk-c", *C_MONTH))
+        assert close(s.current_usage, truth.usage("virtual_key", "vk-c", *upto(C_MONTH)))
 
 
 def test_changed_budgets_with_new_events_in_between(tmp_path: Path) -> None:
@@ -632,10 +657,10 @@ def test_changed_budgets_with_new_events_in_between(tmp_path: Path) -> None:
     got = budgets_json(b, lake, AT_CHANGE)
     truth = Truth(lake, {"vk-c": "team-c"})
     day, week = got[("virtual_key", "vk-c", "1d")], got[("team", "team-c", "1w")]
-    assert day["current_usage"] == pytest.approx((5 + 6 + 7) * 1.5)
-    assert week["current_usage"] == pytest.approx((3 + 4 + 5 + 6 + 7 + 8) * 1.5)
-    assert close(day["current_usage"], truth.usage("virtual_key", "vk-c", *C_DAY))
-    assert close(week["current_usage"], truth.usage("team", "team-c", *C_WEEK))
+    assert day["current_usage"] == pytest.approx((5 + 6) * 1.5)
+    assert week["current_usage"] == pytest.approx((3 + 4 + 5 + 6) * 1.5)
+    assert close(day["current_usage"], truth.usage("virtual_key", "vk-c", *upto(C_DAY)))
+    assert close(week["current_usage"], truth.usage("team", "team-c", *upto(C_WEEK)))
 
 
 # --- 8. a config with several mistakes ------------------------------------------------------------
@@ -741,5 +766,5 @@ def test_budgets_while_held_for_an_earlier_period_after_a_budget_change(tmp_path
     truth = Truth(lake, {"vk-c": "team-c"})
     with Rollup(lake):
         got = budgets_json(b, lake, AT_CHANGE)
-    assert close(got[("virtual_key", "vk-c", "1d")]["current_usage"], truth.usage("virtual_key", "vk-c", *C_DAY))
-    assert close(got[("team", "team-c", "1w")]["current_usage"], truth.usage("team", "team-c", *C_WEEK))
+    assert close(got[("virtual_key", "vk-c", "1d")]["current_usage"], truth.usage("virtual_key", "vk-c", *upto(C_DAY)))
+    assert close(got[("team", "team-c", "1w")]["current_usage"], truth.usage("team", "team-c", *upto(C_WEEK)))

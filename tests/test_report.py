@@ -284,8 +284,10 @@ def test_budgets_stand_as_at_the_end_of_the_period(weekly: Report, truth: Truth)
     alice = budgets[("virtual_key", "vk-alice", "1d")]
     assert close(alice.usage, truth.by("virtual_key", SUN_8)["vk-alice"])  # the period's last day
     acme = budgets[("customer", "cust-acme", "1M")]
-    march = (Z("2026-03-01T05:00:00Z"), Z("2026-04-01T04:00:00Z"))  # the whole period containing the week's end
-    assert close(acme.usage, truth.by("customer", march)["cust-acme"]) and acme.reset_at == march[1]
+    march = (Z("2026-03-01T05:00:00Z"), Z("2026-04-01T04:00:00Z"))  # the period containing the week's end...
+    # ...as it stood when the week closed: its events before the week's end, none of 9-11 March
+    assert close(acme.usage, truth.by("customer", (march[0], WEEK[1]))["cust-acme"]) and acme.reset_at == march[1]
+    assert acme.usage < truth.by("customer", (march[0], AT))["cust-acme"]  # the lake holds later March events
     assert [b.utilization >= 0.9 for b in (search, alice)] == [True, False] and 0.8 <= alice.utilization
 
 
@@ -305,14 +307,15 @@ def test_daily_report_of_the_dst_day_has_23_hours(lake: tuple[Path, Path], truth
     assert [p.label for p in r.series[:4]] == ["00:00", "01:00", "03:00", "04:00"]  # 02:00 did not happen
 
 
-def test_week_to_date_runs_through_the_hour_of_at(lake: tuple[Path, Path], truth: Truth) -> None:
-    at = Z("2026-03-10T16:30:00Z")
+def test_week_to_date_runs_to_at_itself(lake: tuple[Path, Path], truth: Truth) -> None:
+    at = Z("2026-03-10T15:15:00Z")
     r = build_report(lake[0], settings(lake[1], lake[0]), "weekly", at=at, to_date=True)
-    window = (Z("2026-03-09T04:00:00Z"), Z("2026-03-10T17:00:00Z"))
+    window = (Z("2026-03-09T04:00:00Z"), at)  # the events before `at`, not the rest of its hour
+    assert truth.within((at, Z("2026-03-10T16:00:00Z"))), "an event after `at` in its hour, for this to mean something"
     check_against_truth(r, truth, window, (PREV_WEEK[1], PREV_WEEK[1] + (window[1] - window[0])))
     assert "edge-next-week-first" in truth.ids(window)
-    # the header says when the report stands (12:30 EDT), not where the hourly rollups end (13:00)
-    assert to_markdown(r).startswith("# Weekly LLM spend report: 2026-03-09 to 2026-03-10 12:30 (so far)\n")
+    # the header says when the report stands (11:15 EDT), not where the hourly rollups end (12:00)
+    assert to_markdown(r).startswith("# Weekly LLM spend report: 2026-03-09 to 2026-03-10 11:15 (so far)\n")
 
 
 def test_weekly_report_in_utc_uses_utc_midnights(lake: tuple[Path, Path], truth: Truth) -> None:

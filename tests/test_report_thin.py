@@ -250,7 +250,7 @@ def test_full_history_shows_percentages_above_the_floor(lake: tuple[Path, Path])
 
 def test_a_to_date_report_states_its_as_of_time(lake: tuple[Path, Path]) -> None:
     r = report(lake, "monthly", to_date=True)
-    assert r.as_of == AT and r.end == Z("2026-12-04T14:00:00Z")  # the rollups' hour runs on; the header does not
+    assert r.as_of == AT and r.end == AT  # to date: the events before the as-of time, not the rest of its hour
     header = "2026-12-01 to 2026-12-04 13:22 (so far)"
     assert to_markdown(r).startswith(f"# Monthly LLM spend report: {header}\n")
     html = to_html(r)
