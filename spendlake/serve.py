@@ -7,8 +7,10 @@ One process owns the DuckDB state (contract 2). Threads:
   while the job runs makes it go round once more, so no flush waits for the next tick); after
   each rollup the alert rules run (alerting/engine.py); one cron job per ``[[reports]]``;
 - one delivery worker per alert channel (alerting/outbox.py);
-- the /metrics HTTP server (prometheus-client), reading the rollups at scrape time through a
-  cursor of its own.
+- the /metrics HTTP server (aggregator/metrics.py), reading the rollups at scrape time through a
+  cursor of its own (the large families written directly), then prometheus-client's collectors on
+  the exporter's own registry: ``process_*`` and the pipeline health in ``Health`` (consumer lag,
+  last flush, last successful rollup, failed rollups).
 SIGTERM/SIGINT: the consumer flushes, commits and closes; then a last rollup runs, the
 scheduler stops and the process exits 0.
 """
@@ -141,6 +143,8 @@ class Service:
                 log.info("rolled up %d new events (%d duplicates) in %.2f s, then alert rules in %.2f s",
                          stats.events_added, stats.duplicates, stats.seconds, time.perf_counter() - t0)  # fmt: skip
         except Exception:
+            with self.health.lock:
+                self.health.rollup_failures += 1
             log.exception("rollup failed; retrying at the next tick")
 
     def after_flush(self, committed: Any = None) -> None:
