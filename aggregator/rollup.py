@@ -24,8 +24,10 @@ question "was this event_id counted?" is answered within one date. Rules:
 Rollups: ``rollup_minute`` (kept ``minute_retention_days``), ``rollup_hourly`` and ``rollup_daily``
 by (bucket, virtual_key, team, customer, provider, model, status); per day without a time bucket,
 ``rollup_labels`` by (provider, model, team, customer, status) with request-cost histogram buckets
-and ``rollup_virtual_keys`` by (virtual_key, team, customer) — the small tables /metrics reads. Measures: requests, unpriced requests, cost and its parts, reported cost, tokens
-by type, latency sum/count/max.
+and ``rollup_virtual_keys`` by (virtual_key, team, customer) — the small tables /metrics reads;
+per hour, ``rollup_labels_hourly`` by the same labels and ``rollup_models_hourly`` by (provider,
+model, status), the hourly trend's. Measures: requests, unpriced requests, cost and its parts,
+reported cost, tokens by type, latency sum/count/max.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ PUBLISH_DIR = "_rollups"
 DIMS = ("virtual_key", "team", "customer", "provider", "model", "status")
 LABEL_DIMS = ("provider", "model", "team", "customer", "status")
 VK_DIMS = ("virtual_key", "team", "customer")
+MODEL_DIMS = ("provider", "model", "status")
 # Tables by day and a set of labels (no time bucket); published like the grains.
 
 
@@ -75,6 +78,9 @@ TABLES = (
     Table("labels", LABEL_DIMS, histogram=True),
     Table("labels_hourly", LABEL_DIMS, "hour"),
     Table("virtual_keys", VK_DIMS, where="virtual_key IS NOT NULL"),
+    # the hourly trend's table: a month is ~17k rows (hours x models x status), where
+    # rollup_labels_hourly has a row per team and customer too (~3.5M at 50M events)
+    Table("models_hourly", MODEL_DIMS, "hour"),
 )
 NAMES = tuple(t.name for t in TABLES)
 TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_tokens",
@@ -223,11 +229,14 @@ class Rollup:
                 raise StateLocked(f"{path} is in use by another spendlake process (serve?)") from None
             raise
         self.con.execute("SET TimeZone = 'UTC'")
+        had_models_hourly = self._has_table("rollup_models_hourly")
         self._schema()
         if budget_hook is not None:
             budget_hook.schema(self.con)
         # rows appended by an earlier process and not compacted are all on dates still dirty
         self._compact_days = {d for (d,) in self.con.execute("SELECT day FROM dirty_days").fetchall()}
+        if not had_models_hourly:
+            self._backfill_models_hourly()
 
     def close(self) -> None:
         self.con.close()
@@ -240,6 +249,26 @@ class Rollup:
 
     def _schema(self) -> None:
         create_tables(self.con)
+
+    def _has_table(self, name: str) -> bool:
+        return bool(self.con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = ?", [name]).fetchall()[0][0])
+
+    def _backfill_models_hourly(self) -> None:
+        """A state rolled up before ``rollup_models_hourly`` existed: fill it from
+        ``rollup_labels_hourly`` (the same measures by finer labels, so the sums are exact), and
+        publish those dates again. Once; the dates are not compacted whole for it (the rows
+        written here are one per key already)."""
+        c = self.con
+        c.execute("BEGIN TRANSACTION")
+        try:
+            keys = ", ".join(("day", "bucket", *MODEL_DIMS))
+            c.execute(f"INSERT INTO rollup_models_hourly BY NAME SELECT {keys}, {_merge_sql(MEASURES)} "
+                      "FROM rollup_labels_hourly GROUP BY ALL")  # fmt: skip
+            c.execute("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT day FROM rollup_models_hourly")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
 
     # --- update ------------------------------------------------------------------------------
 
@@ -364,34 +393,58 @@ class Rollup:
         self.con.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
 
     def compact(self) -> None:
-        """One row per key again in what ``_add`` appended since the last compaction: the time
-        buckets it touched (a one-second flush: its minute and hour, not the day), and whole
-        dates left dirty by an earlier process. One transaction; re-aggregating is idempotent."""
+        """One row per key again in what ``_add`` appended since the last compaction. One
+        transaction; idempotent.
+
+        The scope is per table and event date: for a table with a time bucket, the range of
+        buckets appended to on that date (a one-second flush: its minute and its hour; 100k
+        events of the last hour: that hour of minutes); for a table without one, the date; a date
+        left dirty by an earlier process, whole. Each scope is a plain ``day = ? [AND bucket
+        BETWEEN ? AND ?]`` filter, which DuckDB checks against each row group's min/max before
+        reading it, so a compaction reads the rows of its range, not the table. (A scope of
+        ``day IN (subquery) OR ...`` cannot be pushed into the scan: every rollup row of every
+        date was read, twice, per compaction.) Within the scope only the keys that have more
+        than one row are re-aggregated, deleted and written again; the others stay as they are,
+        so what the transaction writes follows the keys appended to twice, not the range."""
         touched, self._touched = self._touched, _no_touch()
-        days = sorted(touched["days"] | self._compact_days)
+        whole = set(self._compact_days)
+        days = sorted(touched["days"] | whole)
         if not days:
             return
+        horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
+        spans: dict[str, dict[date, tuple[datetime, datetime]]] = {}
+        for unit in ("minute", "hour", "day"):
+            by_day: dict[date, tuple[datetime, datetime]] = {}
+            for b in touched[unit]:
+                d = b.astimezone(UTC).date()  # a bucket lies within its UTC date
+                lo, hi = by_day.get(d, (b, b))
+                by_day[d] = (min(lo, b), max(hi, b))
+            spans[unit] = by_day
         c = self.con
         c.execute("BEGIN TRANSACTION")
         try:
-            c.execute("CREATE OR REPLACE TEMP TABLE compact_days AS SELECT unnest(?::DATE[]) AS day", [days])
-            whole = sorted(self._compact_days)
             for t in TABLES:
-                if t.unit is None:
-                    scope = "day IN (SELECT day FROM compact_days)"
-                else:
-                    buckets = sorted(touched[t.unit])
-                    c.execute("CREATE OR REPLACE TEMP TABLE compact_buckets AS SELECT unnest(?::TIMESTAMPTZ[]) AS b",
-                              [buckets])  # fmt: skip
-                    scope = ("(day IN (SELECT unnest(?::DATE[])) OR (day IN (SELECT day FROM compact_days) "
-                             "AND bucket IN (SELECT b FROM compact_buckets)))")  # fmt: skip
                 keys = ", ".join(("day", *(["bucket"] if t.unit else []), *t.dims))
                 agg = _merge_sql((*MEASURES, *(bucket_column(b) for b in COST_BUCKETS if t.histogram)))
-                params = [whole] if t.unit else []
-                c.execute(f"CREATE OR REPLACE TEMP TABLE merged AS SELECT {keys}, {agg} FROM rollup_{t.name} "
-                          f"WHERE {scope} GROUP BY ALL", params)  # fmt: skip
-                c.execute(f"DELETE FROM rollup_{t.name} WHERE {scope}", params)
-                c.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT * FROM merged")
+                for day in days:
+                    if t.name == "minute" and day < horizon:
+                        continue  # kept no minutes of that date (and _expire_minutes drops them)
+                    span = spans[t.unit].get(day) if t.unit and day not in whole else None
+                    if t.unit and day not in whole and span is None:
+                        continue  # nothing appended to this table on that date
+                    scope = "day = ?" + (" AND bucket BETWEEN ? AND ?" if span else "")
+                    params = [day, *(span or ())]
+                    # Only the rows of keys that have more than one are rewritten: found from the
+                    # key columns alone, then addressed by rowid (stable within the transaction).
+                    c.execute(f"CREATE OR REPLACE TEMP TABLE repeated AS SELECT unnest(list(rowid)) AS rid "
+                              f"FROM rollup_{t.name} WHERE {scope} GROUP BY {keys} HAVING count(*) > 1", params)  # fmt: skip
+                    if not c.execute("SELECT count(*) FROM repeated").fetchall()[0][0]:  # type: ignore[index]
+                        continue
+                    inside = f"{scope} AND rowid IN (SELECT rid FROM repeated)"
+                    c.execute(f"CREATE OR REPLACE TEMP TABLE merged AS SELECT {keys}, {agg} FROM rollup_{t.name} "
+                              f"WHERE {inside} GROUP BY ALL", params)  # fmt: skip
+                    c.execute(f"DELETE FROM rollup_{t.name} WHERE {inside}", params)
+                    c.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT * FROM merged")
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

@@ -1,4 +1,6 @@
--- hourly_trend: requests, spend and tokens per UTC hour, from the hourly rollup.
+-- hourly_trend: requests, spend and tokens per UTC hour, from the hourly rollup by provider,
+-- model and status (rollup_models_hourly: a month is some 20,000 rows however many keys, teams
+-- and customers there are, so the whole month's trend is one small scan).
 -- unpriced counts requests with no known price (not in cost_usd); errors counts status 'error'.
 CREATE OR REPLACE VIEW hourly_trend AS
 SELECT
@@ -12,6 +14,6 @@ SELECT
     sum(output_tokens)::BIGINT                              AS output_tokens,
     sum(input_tokens + output_tokens)::BIGINT               AS total_tokens,
     sum(latency_ms_sum) / nullif(sum(latency_count), 0)     AS avg_latency_ms
-FROM rollup_labels_hourly
+FROM rollup_models_hourly
 GROUP BY bucket
 ORDER BY hour;

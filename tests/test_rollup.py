@@ -21,6 +21,7 @@ import duckdb
 import orjson
 import pytest
 
+from aggregator import query
 from aggregator.rollup import Rollup, published_views
 from conftest import ROOT, dedup, event, raw_rows, spendlake
 from ingest.reprice import reprice
@@ -28,7 +29,7 @@ from pricing import Catalog, PriceEntry, price_table
 
 DAY_MS = 86_400_000
 BASE_MS = 1764331200000  # 2025-11-28T12:00:00Z, as in conftest.event
-NAMES = ("minute", "hourly", "daily", "labels", "labels_hourly", "virtual_keys")
+NAMES = ("minute", "hourly", "daily", "labels", "labels_hourly", "virtual_keys", "models_hourly")
 
 # The measures, typed here (not imported from the code under test).
 COSTS = ("cost_usd", "cost_input_usd", "cost_cached_input_usd", "cost_cache_write_usd", "cost_output_usd",
@@ -38,6 +39,15 @@ TOKENS = ("input_tokens", "output_tokens", "cached_input_tokens", "cache_write_t
 MEASURES = ("requests", "unpriced", *COSTS, *TOKENS, "latency_ms_sum", "latency_count", "latency_ms_max")
 GRAIN_DIMS = ("virtual_key", "team", "customer", "provider", "model", "status")
 LABEL_DIMS = ("provider", "model", "team", "customer", "status")
+MODEL_DIMS = ("provider", "model", "status")
+
+
+def dims_of(name: str) -> tuple[str, ...]:
+    if name == "virtual_keys":
+        return ("virtual_key", "team", "customer")
+    if name == "models_hourly":
+        return MODEL_DIMS
+    return LABEL_DIMS if name.startswith("labels") else GRAIN_DIMS
 
 
 # --- building lakes ----------------------------------------------------------------------------
@@ -108,12 +118,11 @@ def floor_ts(dt: datetime, unit: str) -> int:
 def truth_key(name: str, r: dict[str, Any]) -> tuple[Any, ...] | None:
     ts: datetime = r["timestamp"]
     day = ts.astimezone(UTC).date()
-    unit = {"minute": "minute", "hourly": "hour", "daily": "day", "labels_hourly": "hour"}.get(name)
+    unit = {"minute": "minute", "hourly": "hour", "daily": "day", "labels_hourly": "hour", "models_hourly": "hour"}.get(name)
     bucket = (floor_ts(ts, unit),) if unit else ()
-    if name == "virtual_keys":
-        return None if r["virtual_key"] is None else (day, r["virtual_key"], r["team"], r["customer"])
-    dims = LABEL_DIMS if name.startswith("labels") else GRAIN_DIMS
-    return (day, *bucket, *(r[d] for d in dims))
+    if name == "virtual_keys" and r["virtual_key"] is None:
+        return None
+    return (day, *bucket, *(r[d] for d in dims_of(name)))
 
 
 Rows = dict[tuple[Any, ...], dict[str, Any]]
@@ -139,9 +148,7 @@ def keyed(name: str, rows: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[s
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in rows:
         bucket = (int(r["bucket"].timestamp()),) if "bucket" in r else ()
-        dims = ("virtual_key", "team", "customer") if name == "virtual_keys" else (
-            LABEL_DIMS if name.startswith("labels") else GRAIN_DIMS)  # fmt: skip
-        key = (r["day"], *bucket, *(r[d] for d in dims))
+        key = (r["day"], *bucket, *(r[d] for d in dims_of(name)))
         assert key not in out, f"rollup_{name}: two rows for {key}"
         out[key] = r
     return out
@@ -352,7 +359,7 @@ def test_incremental_update_adds_only_new_events(tmp_path: Path) -> None:
             60, sum(e["output_tokens"] for e in a + b[:20]))  # fmt: skip
         before = snapshot(r.con)
     files = published(lake)
-    assert {f.split("/")[1] for f in files} == {"hourly", "daily", "labels", "labels_hourly", "virtual_keys"}
+    assert {f.split("/")[1] for f in files} == {"hourly", "daily", "labels", "labels_hourly", "virtual_keys", "models_hourly"}
 
     # nothing new: nothing changes, nothing is published
     with Rollup(lake) as r:
@@ -673,7 +680,7 @@ def test_published_views_equal_the_state(tmp_path: Path) -> None:
     events = dedup(raw_rows(lake))
     assert total is not None and total[0] == len(events) == 60
     assert math.isclose(total[1], sum(e["cost_usd"] or 0 for e in events), abs_tol=1e-9)
-    for n in ("hourly", "labels", "labels_hourly", "virtual_keys"):
+    for n in ("hourly", "labels", "labels_hourly", "virtual_keys", "models_hourly"):
         (cost,) = fresh.execute(f"SELECT sum(cost_usd) FROM rollup_{n}").fetchone()  # type: ignore[misc]
         assert math.isclose(cost, total[1]), n
     fresh.close()
@@ -698,7 +705,7 @@ def test_minute_rollups_keep_only_recent_days(tmp_path: Path) -> None:
         minute_days = {d for (d,) in r.con.execute("SELECT DISTINCT day FROM rollup_minute").fetchall()}
         assert minute_days == {day[1], day[2]}
         assert_rollup_matches_truth(r.con, lake, ("minute",), lambda e: e["timestamp"].date() in minute_days)
-        assert_rollup_matches_truth(r.con, lake, ("hourly", "daily", "labels", "labels_hourly", "virtual_keys"))
+        assert_rollup_matches_truth(r.con, lake, NAMES[1:])
     dirs = {p.name for p in (lake / "_rollups" / "minute").iterdir()}
     assert dirs == {f"date={day[1]}", f"date={day[2]}"}
     for n in ("hourly", "daily"):
@@ -739,3 +746,130 @@ def test_rollup_command_and_a_held_state(tmp_path: Path) -> None:
     assert r2.returncode == 0 and "rolled up 15 new events" in r2.stderr.decode(), r2.stderr.decode()
     with Rollup(lake) as r:
         assert_rollup_matches_truth(r.con, lake)
+
+
+# --- 10. compaction scope, the hourly trend's table ------------------------------------------------
+
+UNIT_OF = {"minute": "minute", "hourly": "hour", "daily": "day", "labels_hourly": "hour", "models_hourly": "hour"}
+
+
+def rows_by_rowid(con: duckdb.DuckDBPyConnection, name: str) -> dict[int, tuple[Any, ...]]:
+    return {row[0]: row[1:] for row in con.execute(f"SELECT rowid, * FROM rollup_{name}").fetchall()}
+
+
+def test_compaction_rewrites_only_the_appended_ranges(tmp_path: Path) -> None:
+    """Two updates append to buckets that already hold rows (recent minutes and hours, and a
+    late event on an old date) before one compaction: every key is one row again and equal to
+    the raw truth, and every row outside the appended ranges (other dates, other hours of the
+    same date) is the very row it was (same DuckDB rowid): a compaction rewrites what it was
+    appended to, never a whole table, nor a whole date of a table with time buckets."""
+    lake = tmp_path / "lake"
+    now = datetime.now(UTC).replace(microsecond=0)
+    start = now - timedelta(hours=6)
+    recent = [event(i, timestamp=ms(start) + i * 72_000) for i in range(300)]  # 6 hours, 17 keys
+    ingest_events(lake, recent + [spread(1000 + i) for i in range(40)], "a.jsonl")
+    with Rollup(lake) as r:
+        r.update()
+        before = {n: rows_by_rowid(r.con, n) for n in NAMES}
+        # the same keys again, in a 10-minute window two hours ago; a late event on an old date
+        window = ms(now - timedelta(hours=2))
+        b = [event(2000 + i, timestamp=window + i * 20_000) for i in range(20)]
+        late = event(3000, timestamp=BASE_MS + 3_600_000)  # 2025-11-28 13:00: that date has rows
+        ingest_events(lake, [*b, late], "b.jsonl")
+        r.update(publish=False)
+        c = [event(4000 + i, timestamp=window + 5_000 + i * 40_000) for i in range(10)]
+        ingest_events(lake, c, "c.jsonl")
+        r.update(publish=False)
+        r.compact()
+        minute_days = {d for (d,) in r.con.execute("SELECT DISTINCT day FROM rollup_minute").fetchall()}
+        assert_rollup_matches_truth(r.con, lake)  # one row per key (keyed() asserts it), exact
+        assert_rollup_matches_truth(r.con, lake, ("minute",), lambda e: e["timestamp"].date() in minute_days)
+        after = {n: rows_by_rowid(r.con, n) for n in NAMES}
+
+    appended = [datetime.fromtimestamp(e["timestamp"] / 1000, UTC) for e in (*b, late, *c)]
+    for n in NAMES:
+        unit = UNIT_OF.get(n)
+        spans: dict[date, tuple[int, int]] = {}
+        for ts in appended:
+            key = floor_ts(ts, unit) if unit else 0
+            lo, hi = spans.get(ts.date(), (key, key))
+            spans[ts.date()] = (min(lo, key), max(hi, key))
+
+        def inside(row: tuple[Any, ...], spans: dict[date, tuple[int, int]] = spans, unit: str | None = unit) -> bool:
+            if row[0] not in spans:
+                return False
+            lo, hi = spans[row[0]]
+            return not unit or lo <= int(row[1].timestamp()) <= hi
+
+        kept = {rid: row for rid, row in before[n].items() if not inside(row)}
+        assert all(after[n].get(rid) == row for rid, row in kept.items()), f"rollup_{n}: a row outside the appended ranges was rewritten"
+        if n != "minute":
+            assert kept, n  # there were rows outside the ranges to keep
+            assert any(rid not in before[n] for rid in after[n]), n  # and the ranges were rewritten
+        if unit in ("minute", "hour"):  # the same date's other buckets are among the kept rows
+            assert any(row[0] in spans for row in kept.values()), n
+
+
+def hourly_truth(lake: Path) -> dict[int, dict[str, Any]]:
+    out: dict[int, dict[str, Any]] = {}
+    for r in dedup(raw_rows(lake)):
+        m = out.setdefault(floor_ts(r["timestamp"], "hour"), {**empty_measures(), "errors": 0})
+        add_row(m, r)
+        m["errors"] += r["status"] == "error"
+    return out
+
+
+def assert_hourly_trend_is_the_truth(lake: Path) -> None:
+    con = query.connect(lake)
+    cols, rows = query.run(con, "SELECT * FROM hourly_trend")
+    con.close()
+    assert cols == ["hour", "requests", "unpriced", "errors", "cost_usd", "input_tokens", "output_tokens",
+                    "total_tokens", "avg_latency_ms"]  # fmt: skip
+    want = hourly_truth(lake)
+    assert [int(r[0].timestamp()) for r in rows] == sorted(want)  # one row per hour, in order
+    for hour, requests, unpriced, errors, cost, inp, out, total, latency in rows:
+        w = want[int(hour.timestamp())]
+        assert (requests, unpriced, errors, inp, out, total) == (
+            w["requests"], w["unpriced"], w["errors"], w["input_tokens"], w["output_tokens"],
+            w["input_tokens"] + w["output_tokens"]), hour  # fmt: skip
+        assert math.isclose(cost, w["cost_usd"], rel_tol=1e-9, abs_tol=1e-12), hour
+        avg = w["latency_ms_sum"] / w["latency_count"] if w["latency_count"] else None
+        assert latency == avg if avg is None else math.isclose(latency, avg, rel_tol=1e-9), hour
+
+
+def test_hourly_trend_reads_the_models_hourly_table_and_equals_raw_hours(tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    events = [spread(i, days=3, status="error" if i % 9 == 0 else "success") for i in range(90)]
+    for e in events[::11]:
+        del e["latency_ms"]
+    ingest_events(lake, events + [dict(e, output_tokens=1) for e in events[:7]], "a.jsonl")  # copies too
+    with Rollup(lake) as r:
+        r.update()
+        assert_rollup_matches_truth(r.con, lake, ("models_hourly", "labels_hourly"))
+        n_models, n_labels = r.con.execute(
+            "SELECT (SELECT count(*) FROM rollup_models_hourly), (SELECT count(*) FROM rollup_labels_hourly)").fetchone()  # type: ignore[misc]  # fmt: skip
+        assert n_models < n_labels  # narrower: no team and customer
+    assert_hourly_trend_is_the_truth(lake)
+
+
+def test_a_state_from_before_models_hourly_is_backfilled_once(tmp_path: Path) -> None:
+    """A state rolled up by a version without rollup_models_hourly: the table is filled from
+    rollup_labels_hourly when the state is opened, those dates are published again, and the
+    hourly trend answers for the whole history, not only for what arrives afterwards."""
+    lake = tmp_path / "lake"
+    ingest_events(lake, [spread(i, days=3) for i in range(60)], "a.jsonl")
+    with Rollup(lake) as r:
+        r.update()
+        r.con.execute("DROP TABLE rollup_models_hourly")
+    for f in (lake / "_rollups" / "models_hourly").glob("date=*/rollup.parquet"):
+        f.unlink()
+    ingest_events(lake, [spread(i, days=3) for i in range(60, 70)], "b.jsonl")
+    with Rollup(lake) as r:
+        assert_rollup_matches_truth(r.con, lake, ("models_hourly",), lambda e: e["event_id"] < "evt-000000060")
+        s = r.update()
+        assert s.events_added == 10 and s.days_published == ["2025-11-28", "2025-11-29", "2025-11-30"]
+        assert_rollup_matches_truth(r.con, lake)
+    with Rollup(lake) as r:  # once: nothing more to do
+        assert r.update().days_published == []
+    assert_published_equals_state(lake)
+    assert_hourly_trend_is_the_truth(lake)
