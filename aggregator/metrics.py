@@ -30,6 +30,7 @@ Two writers share one response:
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 import threading
@@ -305,6 +306,20 @@ class Exporter:
         return hit
 
     def render(self) -> bytes:
+        """One scrape. The cyclic garbage collector is paused while it runs: a render makes
+        ~10^5 short-lived objects, enough to set off a full collection over everything the process
+        holds in the middle of the scrape (measured with bench/metrics.py on a quiet machine: p95
+        112-119 ms with it, 78 ms without; p50 unchanged). Nothing here makes cycles; the
+        collector runs again afterwards, on the process's normal schedule."""
+        was_on = gc.isenabled()
+        gc.disable()
+        try:
+            return self._render()
+        finally:
+            if was_on:
+                gc.enable()
+
+    def _render(self) -> bytes:
         con = self.connect()
         out: list[Any] = []  # bytes and Arrow buffers, joined once
         try:
