@@ -155,3 +155,24 @@ def lake_text(lake: Path) -> bytes:
         if p.is_file():
             out.append(p.read_bytes())
     return b"\n".join(out)
+
+
+def intake_counters(work: Path) -> Any:
+    """The intake's counters after real requests through its core: an accepted and a rejected
+    event, a span that is no LLM call (onto a throwaway spool), and a refused request."""
+    from ingest.intake import Intake, IntakeStats, SpoolSink
+    from ingest.spool import Spool
+
+    stats = IntakeStats()
+    spool = Spool(work / "spool")
+    intake = Intake(SpoolSink(spool), stats=stats)
+    body = b'[{"event_id": "i1", "timestamp": 1764331200000, "provider": "openai", "model": "gpt-4o"}, {"event_id": "i2"}]'
+    intake.events(body)
+    stats.request("/v1/events", 200, len(body))
+    span = (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", '
+            b'"spanId": "b7ad6b7169203331", "name": "GET /"}]}]}]}')  # fmt: skip
+    intake.traces(span, "json")
+    stats.request("/v1/traces", 200, len(span))
+    stats.request("/v1/events", 401, 0)
+    spool.close()
+    return stats

@@ -62,6 +62,7 @@ import pytest
 import requests
 
 from conftest import spendlake
+from intake_env import intake_counters
 from prometheus import StartPrometheus
 from prometheus import prometheus_factory  # noqa: F401
 from receivers import HttpReceiver
@@ -877,7 +878,7 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]
                        ('a1', 'finops-slack', 'delivered', 1, now()), ('a2', 'finops-slack', 'failed', 3, now()),
                        ('a1', 'oncall', 'pending', 2, now())""")  # fmt: skip
         health = Health(last_flush_at=time.time(), lag={("llm-usage", 0): 0, ("llm-usage", 1): 7}, rollup_at=time.time())
-        health.intake = _intake_counters(work)
+        health.intake = intake_counters(work)
         exporter = Exporter(lambda: con.cursor(), hierarchy, health,
                             top_virtual_keys=deploy.get("metrics", "top_virtual_keys"),
                             budget_details=deploy.get("metrics", "budget_details"))  # fmt: skip
@@ -901,25 +902,6 @@ def exposition(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Exposition]
             server.shutdown()
             server.server_close()
         rollup.close()
-
-
-def _intake_counters(work: Path) -> Any:
-    """The intake's counters after real requests through its core: one accepted and one rejected
-    event, one span that is no LLM call (onto a throwaway spool)."""
-    from ingest.intake import Intake, IntakeStats, SpoolSink
-    from ingest.spool import Spool
-
-    stats = IntakeStats()
-    spool = Spool(work / "spool")
-    intake = Intake(SpoolSink(spool), stats=stats)
-    body = b'[{"event_id": "i1", "timestamp": 1764331200000, "provider": "openai", "model": "gpt-4o"}, {"event_id": "i2"}]'
-    intake.events(body)
-    stats.request("/v1/events", 200, len(body))
-    span = b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "name": "GET /"}]}]}]}'
-    intake.traces(span, "json")
-    stats.request("/v1/traces", 200, len(span))
-    spool.close()
-    return stats
 
 
 def test_every_expression_uses_only_exported_series(exposition: Exposition) -> None:

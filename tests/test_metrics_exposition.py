@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from conftest import lake_rows, spendlake, wait_for
+from intake_env import intake_counters
 
 LABELS = ("provider", "model", "team", "customer", "status")
 PM = ("provider", "model")
@@ -166,27 +167,6 @@ def load_hierarchy(work: Path, text: str) -> Any:
     hierarchy = settings.load(str(path), env={}).hierarchy
     assert hierarchy is not None
     return hierarchy
-
-
-def intake_counters(work: Path) -> Any:
-    """The intake's counters after real requests through its core: an accepted and a rejected
-    event, a span that is no LLM call (onto a throwaway spool)."""
-    from ingest.intake import Intake, IntakeStats, SpoolSink
-    from ingest.spool import Spool
-
-    stats = IntakeStats()
-    spool = Spool(work / "spool")
-    intake = Intake(SpoolSink(spool), stats=stats)
-    body = b'[{"event_id": "i1", "timestamp": 1764331200000, "provider": "openai", "model": "gpt-4o"}, {"event_id": "i2"}]'
-    intake.events(body)
-    stats.request("/v1/events", 200, len(body))
-    span = (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"traceId": "0af7651916cd43dd8448eb211c80319c", '
-            b'"spanId": "b7ad6b7169203331", "name": "GET /"}]}]}]}')  # fmt: skip
-    intake.traces(span, "json")
-    stats.request("/v1/traces", 200, len(span))
-    stats.request("/v1/events", 401, 0)
-    spool.close()
-    return stats
 
 
 def parse(text: str) -> dict[str, Any]:
