@@ -56,7 +56,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from aggregator.hierarchy import Budget, Hierarchy
-from aggregator.rollup import STATE_DIR, sql_string
+from aggregator.rollup import STATE_DIR, raw_measure_sql, sql_string
 
 BURN_WINDOW = timedelta(hours=1)
 EXHAUSTION_HORIZON_H = 24 * 366 * 100  # further than a century at this rate: "not in sight" (None)
@@ -438,14 +438,6 @@ def lake_of(con: duckdb.DuckDBPyConnection) -> Path | None:
 
 OWNER_DIMS = ("virtual_key", "team", "customer")
 OWNER_MEASURES = ("cost_usd", "requests", "unpriced")
-# Rollup measures over raw event rows, as the rollups aggregate them (aggregator.rollup).
-RAW_MEASURES = {
-    "requests": "count(*)::BIGINT",
-    "unpriced": "count(*) FILTER (WHERE cost_source = 'unpriced')::BIGINT",
-    "cost_usd": "coalesce(sum(cost_usd), 0)::DOUBLE",
-    "input_tokens": "coalesce(sum(input_tokens), 0)::BIGINT",
-    "output_tokens": "coalesce(sum(output_tokens), 0)::BIGINT",
-}
 _MEASURE_TYPES = {"requests": "BIGINT", "unpriced": "BIGINT", "cost_usd": "DOUBLE", "input_tokens": "BIGINT",
                   "output_tokens": "BIGINT"}  # fmt: skip
 
@@ -649,7 +641,7 @@ class Exact:
         if kind == "raw":
             name = self._raw_of(x.date())
             assert name is not None
-            measures = ", ".join(f"{RAW_MEASURES[m]} AS {m}" for m in self.measures)
+            measures = ", ".join(f"{raw_measure_sql(m)} AS {m}" for m in self.measures)
             return (f"SELECT {seg}::INTEGER AS seg, DATE '{x.date()}' AS day, {_ts(x)} AS bucket, {dims}, {measures} "
                     f'FROM {name} WHERE "timestamp" >= {_ts(x)} AND "timestamp" < {_ts(y)} GROUP BY ALL')  # fmt: skip
         assert kind == "recent" and self.dims == OWNER_DIMS

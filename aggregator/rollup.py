@@ -105,17 +105,26 @@ class StateLocked(SpendlakeError):
     command line reports it as one line (exit 1)."""
 
 
+def raw_measure_sql(measure: str, prefix: str = "") -> str:
+    """The aggregate of raw event rows that gives one rollup measure (``prefix``: a table alias
+    with its dot)."""
+    p = prefix
+    if measure == "requests":
+        return "count(*)::BIGINT"
+    if measure == "unpriced":
+        return f"count(*) FILTER (WHERE {p}cost_source = 'unpriced')::BIGINT"
+    if measure in COSTS:
+        return f"coalesce(sum({p}{measure}), 0)::DOUBLE"
+    if measure in TOKENS:
+        return f"coalesce(sum({p}{measure}), 0)::BIGINT"
+    return {"latency_ms_sum": f"coalesce(sum({p}latency_ms), 0)::DOUBLE",
+            "latency_count": f"count({p}latency_ms)::BIGINT",
+            "latency_ms_max": f"max({p}latency_ms)::DOUBLE"}[measure]  # fmt: skip
+
+
 def _measures_sql(prefix: str = "") -> str:
     """Aggregates of raw event rows into rollup measures."""
-    p = prefix
-    parts = ["count(*)::BIGINT AS requests",
-             f"count(*) FILTER (WHERE {p}cost_source = 'unpriced')::BIGINT AS unpriced"]  # fmt: skip
-    parts += [f"coalesce(sum({p}{c}), 0)::DOUBLE AS {c}" for c in COSTS]
-    parts += [f"coalesce(sum({p}{t}), 0)::BIGINT AS {t}" for t in TOKENS]
-    parts += [f"coalesce(sum({p}latency_ms), 0)::DOUBLE AS latency_ms_sum",
-              f"count({p}latency_ms)::BIGINT AS latency_count",
-              f"max({p}latency_ms)::DOUBLE AS latency_ms_max"]  # fmt: skip
-    return ", ".join(parts)
+    return ", ".join(f"{raw_measure_sql(m, prefix)} AS {m}" for m in MEASURES)
 
 
 MEASURES = ("requests", "unpriced", *COSTS, *TOKENS, "latency_ms_sum", "latency_count", "latency_ms_max")
