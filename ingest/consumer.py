@@ -19,6 +19,13 @@ wait is the backpressure. All Kafka calls (poll, seek, commit) stay on this thre
 
 On revocation the in-flight batch and the pending buffers of the revoked partitions are written
 first, so the member that gets them next finds them in the lake.
+
+Kafka is reached only through `ingest.clients.Consumer` (kafka-python or confluent-kafka), so
+this logic is written once for both.
+
+`--exit-when-idle N` means caught up: idle time counts only while every assigned partition's
+position is at the broker's high watermark, checked with the broker (so an outage, where the
+check fails, is never idleness).
 """
 
 from __future__ import annotations
@@ -29,65 +36,18 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
-from kafka.structs import OffsetAndMetadata
-
+from ingest.clients import CommitFailed, Consumer, KafkaSettings
+from ingest.clients.kafka_python import FETCH  # noqa: F401  (bench/ingest.py's bare loop reads it here)
 from ingest.pipeline import Committed, Pipeline
 
 log = logging.getLogger("spendlake.ingest")
 
-# A fetch response is held as bytes and then as Python records (~2x): these caps keep the
-# consumer's memory bounded however fast the topic is. bench/ingest.py's bare loop uses them too.
-FETCH = {
-    "max_poll_records": 10_000,
-    "fetch_max_bytes": 16 * 1024 * 1024,
-    "max_partition_fetch_bytes": 4 * 1024 * 1024,
-    "fetch_max_wait_ms": 200,
-}
+MAX_POLL_RECORDS = 10_000
 UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
 SETTLE_S = 15.0  # session timeout + a heartbeat + margin: a dead member's partitions move by then
 REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
-
-
-@dataclass(frozen=True)
-class KafkaSettings:
-    bootstrap_servers: str = "127.0.0.1:9092"
-    topic: str = "llm-usage"
-    group_id: str = "spendlake"
-    client_id: str = "spendlake-ingest"
-    security: tuple[tuple[str, str], ...] = ()  # extra kafka-python config (SASL/SSL)
-
-    def consumer(self) -> KafkaConsumer:
-        return KafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers.split(","),
-            group_id=self.group_id,
-            client_id=self.client_id,
-            # Our defaults, not kafka-python's: the lake decides positions, we commit by hand.
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **FETCH,
-            session_timeout_ms=10_000,
-            heartbeat_interval_ms=3_000,
-            max_poll_interval_ms=300_000,
-            # kafka-python otherwise re-reads metadata only every 5 min: a topic that was not yet
-            # visible at subscribe time (just created) would leave us unassigned that long.
-            metadata_max_age_ms=10_000,
-            **dict(self.security),
-        )
-
-
-class _SeekFromLake(ConsumerRebalanceListener):
-    def __init__(self, ingestor: KafkaIngestor) -> None:
-        self.ingestor = ingestor
-
-    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.ingestor._on_revoked(revoked)
-
-    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.ingestor._on_assigned(assigned)
+CAUGHT_UP_EVERY_S = 0.5  # how often a quiet consumer asks the broker where the partitions end
 
 
 class KafkaIngestor:
@@ -95,7 +55,7 @@ class KafkaIngestor:
 
     def __init__(
         self,
-        consumer: KafkaConsumer,
+        consumer: Consumer,
         topic: str,
         pipeline: Pipeline,
         *,
@@ -110,14 +70,18 @@ class KafkaIngestor:
         self.clock = clock
         self.progress = progress
         self.stop = threading.Event()
-        self._uncommitted: dict[TopicPartition, int] = {}
+        self._uncommitted: dict[int, int] = {}
+        self._next: dict[int, int | None] = {}
         self._last_record = self._unassigned_since = clock()
+        self._caught_up_since: float | None = None
+        self._checked_at = -1e9
         self._ever_assigned = False
         self._assigned_at = clock()
         self._rebalancing = False
         self._rejoin_after = REJOIN_AFTER_S
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: Future[list[Committed]] | None = None
+        self.first_batch_at: float | None = None  # clock() when the first batch became visible
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,24 +91,22 @@ class KafkaIngestor:
         """Consume until stopped or idle. Returns False when the group never assigned us a
         partition (the caller reports that as a failure: nothing was read)."""
         self.pipeline.lake.recover()
-        self.consumer.subscribe([self.topic], listener=_SeekFromLake(self))
-        # Metadata before the first join (which happens in poll): otherwise kafka-python can
-        # assign from metadata it has not seen yet and either get nothing (rarely never
-        # rejoining: seen in CI and the bench) or rebalance again at its next metadata update.
-        self.consumer.partitions_for_topic(self.topic)
+        self.consumer.subscribe(self)
         self._last_record = self._unassigned_since = self.clock()
+        topic, add_many = self.topic, self.pipeline.add_many
         try:
             while not self.stop.is_set():
                 # never take more than fits in the current batch, so batches keep their size
                 room = max(1, self.pipeline.limits.max_records - self.pipeline.pending())
-                polled = self.consumer.poll(timeout_ms=200, max_records=min(room, FETCH["max_poll_records"]))
+                polled = self.consumer.poll(min(room, MAX_POLL_RECORDS), 0.2)
                 if not polled and not self.consumer.assignment():
                     self._while_unassigned()
-                for tp, records in polled.items():
-                    add = self.pipeline.add
-                    for r in records:
-                        add(tp.topic, tp.topic, tp.partition, r.offset, r.key, r.value)
+                for f in polled:
+                    add_many(topic, topic, f.partition, f.offsets, f.keys, f.values)
+                    self._next[f.partition] = f.offsets[-1] + 1
+                if polled:
                     self._last_record = self.clock()
+                    self._caught_up_since = None
                 if self._inflight is not None and self._inflight.done():
                     self._wait()
                 if self.pipeline.should_flush():
@@ -154,13 +116,13 @@ class KafkaIngestor:
                 if self.progress is not None:
                     self.progress(self.pipeline, self.clock())
                 if self._idle():
-                    log.info("no new record for %.0f s: stopping", self.exit_when_idle_s)
+                    log.info("caught up with every partition for %.0f s: stopping", self.exit_when_idle_s)
                     break
             self._flush()
             self._final_commit()
         finally:
             self._writer.shutdown(wait=True)
-            self.consumer.close(autocommit=False)
+            self.consumer.close()
         return self._ever_assigned
 
     # --- internals -------------------------------------------------------------------------
@@ -174,15 +136,41 @@ class KafkaIngestor:
             return
         self._unassigned_since = self.clock()
         self._rejoin_after = min(self._rejoin_after * 2, 300.0)
-        if self.consumer.partitions_for_topic(self.topic):
+        if self.consumer.partition_count():
             log.warning("%s has partitions but none was assigned to us: rejoining the group", self.topic)
-            self.consumer.unsubscribe()
-            self.consumer.subscribe([self.topic], listener=_SeekFromLake(self))
+            self.consumer.rejoin()
+
+    def _caught_up(self, assigned: set[int]) -> bool:
+        """Every assigned partition's next offset is its high watermark, per the broker now.
+        Asked at most every CAUGHT_UP_EVERY_S; a broker that does not answer is not caught up."""
+        now = self.clock()
+        if now - self._checked_at < CAUGHT_UP_EVERY_S:
+            return self._caught_up_since is not None
+        self._checked_at = now
+        try:
+            ends = self.consumer.watermarks(sorted(assigned))
+        except CommitFailed:
+            self._caught_up_since = None
+            return False
+        behind = [p for p, (low, high) in ends.items() if max(self._position(p), low) < high]
+        if behind or self.pipeline.pending() or self._inflight is not None:
+            self._caught_up_since = None
+            return False
+        if self._caught_up_since is None:
+            self._caught_up_since = now
+        return True
+
+    def _position(self, p: int) -> int:
+        """The next offset this member will read of `p`: what it has seen (the lake's next
+        offset at assignment, then each fetched record), or the client's own position (which
+        also steps over transaction markers), whichever is further."""
+        return max(self._next.get(p) or 0, self.consumer.position(p) or 0)
 
     def _idle(self) -> bool:
-        """Idle means: partitions assigned, and none of them gave a record for the idle time.
-        Waiting to join the group (a killed member's session must expire first) is not idle —
-        up to UNASSIGNED_GRACE_S more, after which an unassigned consumer gives up too."""
+        """Idle means caught up: partitions assigned, each at its high watermark per the broker,
+        for the idle time. Waiting to join the group (a killed member's session must expire
+        first) is not idle — up to UNASSIGNED_GRACE_S more, after which an unassigned consumer
+        gives up too."""
         if self.exit_when_idle_s is None:
             return False
         quiet = self.clock() - self._last_record
@@ -192,11 +180,14 @@ class KafkaIngestor:
             # still shows the old set: that is waiting, not idleness.
             assigned = set()
         if assigned:
-            if quiet < self.exit_when_idle_s:
+            if quiet < CAUGHT_UP_EVERY_S or not self._caught_up(assigned):
+                return False
+            assert self._caught_up_since is not None
+            if self.clock() - self._caught_up_since < self.exit_when_idle_s:
                 return False
             # Holding only some partitions, others may sit with a member that died before we
             # joined; the group hands them over once its session expires. Stay that long.
-            partial = len(assigned) < len(self.consumer.partitions_for_topic(self.topic))
+            partial = len(assigned) < self.consumer.partition_count()
             return not partial or self.clock() - self._assigned_at >= SETTLE_S
         if quiet >= self.exit_when_idle_s + UNASSIGNED_GRACE_S:
             log.warning("no partition of %s was assigned within %.0f s: stopping", self.topic, quiet)
@@ -226,25 +217,26 @@ class KafkaIngestor:
         self._commit()
 
     def _after_commit(self, c: Committed) -> None:
-        tp = TopicPartition(self.topic, c.partition)
         if c.manifest is None:
             # The lake already held this range (another member wrote it): resume after it, and
             # forget what was buffered behind the stale batch.
             self.pipeline.drop(c.stream, c.partition)
             nxt = self.pipeline.lake.next_offset(c.stream, c.partition)
-            if nxt is not None and tp in self.consumer.assignment():
-                self.consumer.seek(tp, nxt)
+            if nxt is not None and c.partition in self.consumer.assignment():
+                self.consumer.seek(c.partition, nxt)
+                self._next[c.partition] = nxt
             return
-        self._uncommitted[tp] = c.next_offset
+        if self.first_batch_at is None:
+            self.first_batch_at = self.clock()
+        self._uncommitted[c.partition] = c.next_offset
 
     def _commit(self) -> None:
         if not self._uncommitted:
             return
-        offsets = {tp: OffsetAndMetadata(off, "", -1) for tp, off in self._uncommitted.items()}
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(dict(self._uncommitted))
             self._uncommitted.clear()
-        except KafkaError as exc:  # includes CommitFailedError after a rebalance
+        except CommitFailed as exc:  # includes a commit refused after a rebalance
             log.warning("offset commit failed (%s); the lake holds the data, will retry", exc)
 
     def _final_commit(self, attempts: int = 5) -> None:
@@ -254,10 +246,12 @@ class KafkaIngestor:
         for _ in range(attempts):
             if not self._uncommitted:
                 return
-            self.consumer.poll(timeout_ms=200, max_records=1)
+            self.consumer.poll(1, 0.2)
             self._commit()
 
-    def _on_revoked(self, revoked: set[TopicPartition]) -> None:
+    # --- the clients' rebalance callbacks ---------------------------------------------------
+
+    def on_revoked(self, revoked: list[int]) -> None:
         """Land what we hold of the revoked partitions before the group moves them on.
 
         kafka-python 3 calls this on its IO thread, where blocking Kafka calls (commit) are
@@ -266,29 +260,34 @@ class KafkaIngestor:
         commits them after its first batch."""
         self._rebalancing = True
         self._last_record = self.clock()  # idle time restarts after the rebalance
+        self._caught_up_since = None
         self._wait(commit=False)
-        keys = {(tp.topic, tp.partition) for tp in revoked}
+        keys = {(self.topic, p) for p in revoked}
         if keys:
             for c in self.pipeline.flush(keys):
                 self._after_commit(c)
-        for tp in revoked:
-            self._uncommitted.pop(tp, None)
+        for p in revoked:
+            self._uncommitted.pop(p, None)
 
-    def _on_assigned(self, assigned: set[TopicPartition]) -> None:
-        lake = self.pipeline.lake
+    def on_assigned(self, assigned: list[int]) -> None:
+        lake, topic = self.pipeline.lake, self.topic
         self._last_record = self._unassigned_since = self.clock()
+        self._caught_up_since = None
         self._ever_assigned = self._ever_assigned or bool(assigned)
         self._assigned_at = self.clock()
         self._rebalancing = False
-        for tp in assigned:
-            self.pipeline.drop(tp.topic, tp.partition)  # anything buffered predates this seek
-            nxt = lake.next_offset(tp.topic, tp.partition)
+        for p in assigned:
+            self.pipeline.drop(topic, p)  # anything buffered predates this seek
+            nxt = self._next[p] = lake.next_offset(topic, p)
             if nxt is None:
-                self.consumer.seek_to_beginning(tp)
-                log.info("%s[%d]: the lake holds nothing yet, starting at the earliest offset", tp.topic, tp.partition)
+                self.consumer.seek_to_beginning(p)
+                log.info("%s[%d]: the lake holds nothing yet, starting at the earliest offset", topic, p)
             else:
-                self.consumer.seek(tp, nxt)
+                self.consumer.seek(p, nxt)
                 # Let the group's offset catch up with the lake (it may lag after a revocation,
-                # which cannot commit); sent from the poll loop, not from this IO-thread callback.
-                self._uncommitted[tp] = nxt
-                log.info("%s[%d]: the lake holds up to %d, resuming at %d", tp.topic, tp.partition, nxt - 1, nxt)
+                # which cannot commit); sent from the poll loop, not from this callback.
+                self._uncommitted[p] = nxt
+                log.info("%s[%d]: the lake holds up to %d, resuming at %d", topic, p, nxt - 1, nxt)
+
+
+__all__ = ["KafkaIngestor", "KafkaSettings"]

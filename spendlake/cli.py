@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from ingest.clients import KafkaFailure
 from ingest.errors import PipelineFailure, SpendlakeError
 from spendlake import settings as settings_mod
 from spendlake.progress import Progress, summary
@@ -46,13 +47,17 @@ def build_parser() -> Parser:
     ing.add_argument("--source", action="append", metavar="PATH|-",
                      help="read JSONL files (path, directory, glob, .gz) or - for stdin instead of Kafka; repeatable")
     ing.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
-                     help="stop after this many seconds without a new record")
+                     help="stop once caught up for this many seconds: every assigned partition read to its end, "
+                     "as the broker says (a broker outage is not idleness); with --source, no new line")
     ing.add_argument("--catalog", help="price catalog: 'auto' (default: the lake's imported catalog over the built-in one), "
                      "'builtin', or a LiteLLM-format JSON file")
     ing.add_argument("--batch-records", type=int, help="cut a batch at this many records (default 50000)")
     ing.add_argument("--batch-bytes", type=int, help="cut a batch at this many bytes (default 32 MiB)")
     ing.add_argument("--batch-age", type=float, metavar="SECONDS", help="cut a batch at this age (default 1)")
     ing.add_argument("--dead-letter-topic", help="also produce dead letters to this Kafka topic")
+    ing.add_argument("--kafka-client", choices=("auto", "kafka-python", "confluent"),
+                     help="Kafka client library ([kafka] client; default auto: confluent-kafka when installed, "
+                     "pip install 'spendlake[fast]')")
     ing.add_argument("--quiet", action="store_true", help="no progress lines")
 
     pr = sub.add_parser("price", help="price JSONL events from stdin to stdout",
@@ -108,7 +113,10 @@ def build_parser() -> Parser:
     sv.add_argument("--lake", help="lake directory (default ./lake)")
     sv.add_argument("--listen", metavar="HOST:PORT", help="/metrics address (default 127.0.0.1:9464; port 0 = any free port)")
     sv.add_argument("--catalog", help="price catalog: 'auto' (default), 'builtin' or a LiteLLM-format JSON file")
-    sv.add_argument("--exit-when-idle", type=float, metavar="SECONDS", help="stop after this many seconds without a new record")
+    sv.add_argument("--exit-when-idle", type=float, metavar="SECONDS",
+                    help="stop once caught up with every partition (or the spool) for this many seconds")
+    sv.add_argument("--kafka-client", choices=("auto", "kafka-python", "confluent"),
+                    help="Kafka client library ([kafka] client; default auto: confluent-kafka when installed)")
     sv.add_argument("--intake-listen", metavar="HOST:PORT",
                     help="serve the HTTP intake (OTLP /v1/traces, /v1/events) here (default: [intake] listen when "
                     "the config has an [intake] section, else off)")
@@ -180,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="spendlake: %(message)s",
         stream=sys.stderr,
     )
-    logging.getLogger("kafka").setLevel(logging.WARNING if not args.verbose else logging.INFO)
+    # The client libraries' own chatter (every reconnect attempt, kafka-python's "blocking the event
+    # loop" warnings) stays out of the user's way; what matters is reported by spendlake in one line
+    # (an unreachable broker, refused credentials, a failed commit). -v shows it all.
+    logging.getLogger("kafka").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
+    logging.getLogger("spendlake.rdkafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
     logging.getLogger("apscheduler").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
         if _reads_lake(args):
@@ -230,6 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             return run_demo(args.events, args.lake, args.no_kafka, args.bootstrap_servers, args.keep_broker)
     except settings_mod.ConfigError as exc:
+        sys.stderr.write(f"spendlake: {exc}\n")
+        return EXIT_USAGE
+    except KafkaFailure as exc:  # refused credentials, an untrusted certificate: no retry helps
         sys.stderr.write(f"spendlake: {exc}\n")
         return EXIT_USAGE
     except SpendlakeError as exc:
@@ -298,6 +313,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             ("kafka", "topic"): args.topic,
             ("kafka", "group_id"): args.group,
             ("kafka", "dead_letter_topic"): args.dead_letter_topic,
+            ("kafka", "client"): args.kafka_client,
             ("lake", "path"): args.lake,
             ("pricing", "catalog"): args.catalog,
             ("ingest", "batch_max_records"): args.batch_records,
@@ -338,12 +354,15 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from ingest.consumer import KafkaIngestor
 
+    from ingest.clients import Unreachable
+
     ks = _kafka_settings(cfg)
     try:
-        consumer = ks.consumer()
-    except Exception as exc:  # kafka-python raises NoBrokersAvailable and friends
+        consumer = ks.consumer(long_running=args.exit_when_idle is None)
+    except Unreachable as exc:
         sys.stderr.write(f"spendlake: cannot reach Kafka at {ks.bootstrap_servers}: {exc}\n")
         return EXIT_FAILURE
+    log.info("consuming %s as group %s with %s%s", ks.topic, ks.group_id, consumer.name, _static(consumer))
     ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle, progress=progress)
     ingestor.install_signal_handlers()
     assigned = ingestor.run()
@@ -363,14 +382,21 @@ def _limits(cfg: settings_mod.Settings) -> Any:
 
 
 def _kafka_settings(cfg: settings_mod.Settings) -> Any:
-    from ingest.consumer import KafkaSettings
+    from ingest.clients import KafkaSettings, resolve_client
 
     return KafkaSettings(
         bootstrap_servers=cfg.get("kafka", "bootstrap_servers"),
         topic=cfg.get("kafka", "topic"),
         group_id=cfg.get("kafka", "group_id"),
         security=cfg.kafka_security(),
+        client=resolve_client(cfg.get("kafka", "client")),
+        group_instance_id=cfg.get("kafka", "group_instance_id"),
     )
+
+
+def _static(consumer: Any) -> str:
+    iid = getattr(consumer, "instance_id", None)
+    return f", static member {iid}" if iid else ""
 
 
 def _date(text: str) -> date:
@@ -467,6 +493,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ("kafka", "bootstrap_servers"): args.bootstrap_servers,
             ("kafka", "topic"): args.topic,
             ("kafka", "group_id"): args.group,
+            ("kafka", "client"): args.kafka_client,
             ("lake", "path"): args.lake,
             ("pricing", "catalog"): args.catalog,
             ("metrics", "listen"): args.listen,
@@ -516,14 +543,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     spool = None
     ingestor: Any
     if kafka_mode:
+        from ingest.clients import Unreachable
+
         try:
-            consumer = ks.consumer()
-        except Exception as exc:
+            consumer = ks.consumer(long_running=args.exit_when_idle is None)
+        except Unreachable as exc:
             sys.stderr.write(f"spendlake: cannot reach Kafka at {ks.bootstrap_servers}: {exc}\n")
             return EXIT_FAILURE
         ingestor = KafkaIngestor(consumer, ks.topic, pipeline, exit_when_idle_s=args.exit_when_idle)
         ingestor.progress = service.lag_probe(consumer)
-        source = f"consuming {ks.topic} as {ks.group_id}"
+        source = f"consuming {ks.topic} as {ks.group_id} with {consumer.name}{_static(consumer)}"
     else:
         spool_dir = cfg.get("intake", "spool_dir") or str(Path(lake_path) / "_spool")
         try:
@@ -575,18 +604,17 @@ def _report_builder(cfg: settings_mod.Settings) -> Any:
 
 
 def _dead_letter_producer(cfg: settings_mod.Settings) -> Any:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=cfg.get("kafka", "bootstrap_servers").split(","), **dict(cfg.kafka_security())
-    )
+    """Dead letters also go to `[kafka] dead_letter_topic`, each with its reason and position in
+    headers, acknowledged before the batch's offsets are committed (it runs inside the write)."""
+    producer = _kafka_settings(cfg).producer(client_id="spendlake-dead-letters", timeout_s=30.0)
     topic = cfg.get("kafka", "dead_letter_topic")
 
     def send(dead: Any) -> None:
+        records = []
         for row in dead.to_pylist():
-            headers = [("error", row["error"].encode()), ("source", f"{row['source_topic']}/{row['source_partition']}/{row['source_offset']}".encode())]
-            producer.send(topic, value=row["raw"], key=row["key"], headers=headers)
-        producer.flush()
+            where = f"{row['source_topic']}/{row['source_partition']}/{row['source_offset']}"
+            records.append((row["key"], row["raw"], [("error", row["error"].encode()), ("source", where.encode())]))
+        producer.send_batch(topic, records, 30.0)
 
     return send
 

@@ -273,7 +273,8 @@ def _history_through_kafka(values: list[bytes], bootstrap: str, lake: Path) -> s
         "ingesting (exactly once, into Parquet)")  # fmt: skip
     ks = KafkaSettings(bootstrap_servers=bootstrap, topic=topic, group_id=f"demo-{topic}")
     pipeline = Pipeline(Lake(lake), Catalog.builtin())
-    KafkaIngestor(ks.consumer(), topic, pipeline, exit_when_idle_s=2.0, progress=Progress(2.0)).run()
+    KafkaIngestor(ks.consumer(long_running=False), topic, pipeline, exit_when_idle_s=2.0,
+                  progress=Progress(2.0)).run()
     _summary(pipeline, f"all 3 partitions of {topic}")  # the progress lines above are samples; this is the total
     return topic
 

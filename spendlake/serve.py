@@ -169,14 +169,7 @@ class Service:
             if now - last[0] < LAG_EVERY_S:
                 return
             last[0] = now
-            lag = {}
-            for tp in consumer.assignment():
-                try:
-                    high, pos = consumer.highwater(tp), consumer.position(tp)
-                except Exception:
-                    continue
-                if high is not None and pos is not None:
-                    lag[(tp.topic, tp.partition)] = max(high - pos, 0)
+            lag = {(consumer.topic, p): n for p, n in consumer.lag().items()}
             with self.health.lock:
                 self.health.lag = lag
 
@@ -222,7 +215,7 @@ def start_intake(cfg: Any, tokens: Any, health: Health, spool: Any, kafka: Any) 
     get = cfg.get
     sink: Any
     if kafka is not None:
-        sink = KafkaSink(kafka.bootstrap_servers, kafka.topic, kafka.security, get("intake", "ack_timeout"))
+        sink = KafkaSink(kafka, get("intake", "ack_timeout"))
     else:
         sink = SpoolSink(spool)
     stats = IntakeStats()

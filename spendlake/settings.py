@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ingest.clients.security import KafkaSecurity
 from ingest.errors import SpendlakeError
 from ingest.otlp import DEFAULT_NAMES, AttributeNames
 from aggregator.hierarchy import Hierarchy, parse_hierarchy
@@ -35,6 +36,11 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("kafka", "sasl_username"): (str, ""),
     ("kafka", "sasl_password_env"): (str, ""),
     ("kafka", "ssl_cafile"): (str, ""),
+    ("kafka", "ssl_certfile"): (str, ""),
+    ("kafka", "ssl_keyfile"): (str, ""),
+    ("kafka", "ssl_key_password_env"): (str, ""),
+    ("kafka", "client"): (str, "auto"),
+    ("kafka", "group_instance_id"): (str, "auto"),
     ("lake", "path"): (str, "./lake"),
     ("lake", "timezone"): (str, "UTC"),
     ("pricing", "catalog"): (str, "auto"),
@@ -65,6 +71,8 @@ TABLES = {("pricing", "overrides"), ("intake", "attributes")}
 LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 POLICIES = ("catalog_first", "reported_first")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+KAFKA_CLIENTS = ("auto", "kafka-python", "confluent")
 
 
 class ConfigError(SpendlakeError):
@@ -115,20 +123,16 @@ class Settings:
         merged.update({k: v for k, v in overrides.items() if v is not None})
         return replace(self, values=merged)
 
-    def kafka_security(self) -> tuple[tuple[str, str], ...]:
-        """kafka-python keyword arguments for SASL/SSL; the password is read from its variable."""
-        out: list[tuple[str, str]] = []
-        proto = self.get("kafka", "security_protocol")
-        if proto != "PLAINTEXT":
-            out.append(("security_protocol", proto))
-        for key in ("sasl_mechanism", "sasl_username", "ssl_cafile"):
-            kp = {"sasl_username": "sasl_plain_username"}.get(key, key)
-            if self.get("kafka", key):
-                out.append((kp, self.get("kafka", key)))
-        env = self.get("kafka", "sasl_password_env")
-        if env:
-            out.append(("sasl_plain_password", os.environ.get(env, "")))
-        return tuple(out)
+    def kafka_security(self) -> KafkaSecurity:
+        """The [kafka] SASL/TLS settings; passwords are read from their variables here."""
+        get = lambda key: self.get("kafka", key)  # noqa: E731
+        secret = lambda key: os.environ.get(get(key), "") if get(key) else ""  # noqa: E731
+        return KafkaSecurity(
+            protocol=get("security_protocol"), sasl_mechanism=get("sasl_mechanism"),
+            sasl_username=get("sasl_username"), sasl_password=secret("sasl_password_env"),
+            ssl_cafile=get("ssl_cafile"), ssl_certfile=get("ssl_certfile"), ssl_keyfile=get("ssl_keyfile"),
+            ssl_key_password=secret("ssl_key_password_env"),
+        )  # fmt: skip
 
 
 def load(path: str | None, env: dict[str, str] | None = None) -> Settings:
@@ -223,6 +227,12 @@ def check(values: dict[tuple[str, str], Any]) -> list[str]:
     proto = values.get(("kafka", "security_protocol"), "PLAINTEXT")
     if proto not in SECURITY_PROTOCOLS:
         problems.append(f"[kafka] security_protocol: got {proto!r}, expected one of {SECURITY_PROTOCOLS}")
+    mech = values.get(("kafka", "sasl_mechanism"), "")
+    if mech not in SASL_MECHANISMS:
+        problems.append(f"[kafka] sasl_mechanism: got {mech!r}, expected one of {SASL_MECHANISMS[1:]}")
+    client = values.get(("kafka", "client"), "auto")
+    if client not in KAFKA_CLIENTS:
+        problems.append(f"[kafka] client: got {client!r}, expected one of {KAFKA_CLIENTS}")
     for key, low in (("top_virtual_keys", 0), ("minute_retention_days", 1)):
         section = "metrics" if key == "top_virtual_keys" else "aggregator"
         v = values.get((section, key))

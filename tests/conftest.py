@@ -137,6 +137,17 @@ def kafka() -> Iterator[Broker]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+# Every Kafka client spendlake can use ([kafka] client): tests that take `kafka_client` run once per
+# client, through SPENDLAKE_KAFKA_CLIENT (the spendlake processes they start inherit it).
+KAFKA_CLIENTS = ["kafka-python", "confluent"]
+
+
+@pytest.fixture(params=KAFKA_CLIENTS)
+def kafka_client(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("SPENDLAKE_KAFKA_CLIENT", request.param)
+    return str(request.param)
+
+
 _counter = itertools.count()
 
 

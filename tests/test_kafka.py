@@ -14,7 +14,8 @@ import pytest
 
 from conftest import Broker, dead_rows, events_bytes, lake_rows, spendlake, spendlake_bg, wait_for
 
-pytestmark = pytest.mark.kafka
+# the whole exactly-once suite runs once per Kafka client (conftest.KAFKA_CLIENTS)
+pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("kafka_client")]
 
 
 def group_of(topic: str) -> str:
