@@ -15,6 +15,7 @@ ingest faster, never different (tests/test_fastdecode.py checks this on random m
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 
 import numpy as np
@@ -50,11 +51,40 @@ def _json_schema(ts_type: pa.DataType) -> pa.Schema:
 SCHEMAS = {"int": _json_schema(pa.int64()), "str": _json_schema(pa.string())}
 
 
+def _suspect(ts_kind: str) -> str:
+    """A regular expression (RE2) matching a record with a value of a JSON kind Arrow refuses
+    for its field in SCHEMAS[ts_kind] (a string for an integer, 1.5 or 2.0 for an integer, ...)
+    or two objects on one line. Approximate both ways, and that is fine: a record flagged
+    wrongly takes the slow path; one missed is found by `_split`."""
+    by_kind: dict[str, list[str]] = {"int": [], "str": [], "float": [], "bool": []}
+    for f in SCHEMAS[ts_kind]:
+        for k, test in (("int", pa.types.is_integer), ("str", pa.types.is_string),
+                        ("float", pa.types.is_floating), ("bool", pa.types.is_boolean)):  # fmt: skip
+            if test(f.type):
+                by_kind[k].append(f.name)
+    bad_value = {
+        "int": r"(?:[^-0-9n\s]|-?[0-9]+[.eE]|-?[0-9]{19})",  # not an int64 literal, or too long for one
+        "str": r'[^"n\s]', "float": r"[^-0-9nNI\s]", "bool": r"[^tfn\s]",
+    }  # fmt: skip
+    s = r'"(?:[^"\\]|\\.)*"'  # a JSON string
+    alternatives = [f'"(?:{"|".join(names)})"\\s*:\\s*{bad_value[k]}' for k, names in by_kind.items()]
+    alternatives.append(rf'"tags"\s*:\s*(?:[^{{n\s]|\{{(?:\s*{s}\s*:\s*(?:{s}|null)\s*,)*\s*{s}\s*:\s*[^"n\s])')
+    alternatives.append(r"\}\s*\{")
+    return "|".join(alternatives)
+
+
+SUSPECT = {kind: _suspect(kind) for kind in SCHEMAS}
+SMALL = 32  # a refused piece this small goes to decode.decode whole: one Arrow call costs ~25 records there
+CALL_COST = 100  # one pj.read_json call's fixed cost (~0.25 ms), in records parsed
+_ROW = re.compile(r" in row (\d+)")
+
+
 class BatchDecoder:
     """Decodes batches; remembers which timestamp encoding the stream used last."""
 
     def __init__(self, otlp_names: AttributeNames = DEFAULT_NAMES) -> None:
         self._ts_kind = "int"
+        self._dirty = False  # the last chunk held records Arrow refuses: screen the next one first
         self.otlp_names = otlp_names
 
     def decode(self, values: Sequence[bytes]) -> tuple[pa.Table, list[int], list[tuple[int, BadRecord]]]:
@@ -107,21 +137,93 @@ class BatchDecoder:
 
     def _parse(self, values: Sequence[bytes], fast: list[int], slow: list[int]) -> list[tuple[list[int], pa.Table]]:
         """Parse the fast candidates CHUNK records at a time (peak memory stays small however
-        large the batch). A chunk Arrow refuses goes to `slow` whole: a bad record costs one
-        chunk at the reference decoder's speed, and a stream full of them is never slower than
-        decoding record by record."""
+        large the batch). A bad record costs itself, not its chunk: see `_chunk`."""
         parts: list[tuple[list[int], pa.Table]] = []
         for start in range(0, len(fast), CHUNK):
-            chunk = fast[start : start + CHUNK]
-            t = self._read([values[i] for i in chunk])
-            if t is not None and t.num_rows == len(chunk):
-                parts.append((chunk, t))
-            else:
-                slow.extend(chunk)
+            self._chunk(values, fast[start : start + CHUNK], slow, parts)
         return parts
 
-    def _read(self, lines: list[bytes]) -> pa.Table | None:
+    def _chunk(self, values: Sequence[bytes], chunk: list[int], slow: list[int],
+               parts: list[tuple[list[int], pa.Table]]) -> None:  # fmt: skip
+        """One chunk into `parts` (indices, table) and `slow`. Arrow refuses a whole chunk for one
+        record of the wrong JSON kind, so a refused chunk is screened (`_screen`: the records
+        with a value of a kind Arrow refuses go to `slow`) and parsed again; what the screen
+        misses is split (`_split`). After a refusal the next chunk is screened before its first
+        parse, until a screen finds nothing: a stream with bad records in every chunk pays one
+        screen per chunk, not a failed parse."""
+        lines = [values[i] for i in chunk]
         data = b"\n".join(lines)
+        if not data.isascii() or b"NaN" in data or b"Infinity" in data:
+            chunk, lines = _unsure(chunk, lines, slow)
+            data = b"\n".join(lines)
+        screened = flagged = False
+        if self._dirty and chunk:
+            chunk, lines, flagged = self._screen(chunk, lines, slow)
+            screened, data = True, b"\n".join(lines)
+        if not chunk:
+            return
+        t, row = self._read(data, len(chunk))
+        if t is None and not screened:
+            chunk, lines, flagged = self._screen(chunk, lines, slow)
+            screened = True
+            if flagged and chunk:
+                t, row = self._read(b"\n".join(lines), len(chunk))
+        self._dirty = flagged or t is None
+        if t is not None:
+            parts.append((chunk, t))
+        elif chunk:
+            self._split(chunk, lines, row, slow, parts)
+
+    def _screen(self, chunk: list[int], lines: list[bytes], slow: list[int]) -> tuple[list[int], list[bytes], bool]:
+        """Moves to `slow` the records holding a value of a JSON kind Arrow refuses for its field
+        (SUSPECT; one regular expression over the chunk in Arrow). A record flagged wrongly
+        only costs its own decode.decode. The timestamp encoding is the one most records use."""
+        arr = pa.array(lines, pa.binary())
+        kind = self._ts_kind
+        hit = pc.match_substring_regex(arr, SUSPECT[kind]).to_numpy(zero_copy_only=False)
+        if 2 * hit.sum() > len(lines):
+            other = "str" if kind == "int" else "int"
+            hit2 = pc.match_substring_regex(arr, SUSPECT[other]).to_numpy(zero_copy_only=False)
+            if hit2.sum() < hit.sum():
+                self._ts_kind, hit = other, hit2
+        if not hit.any():
+            return chunk, lines, False
+        slow.extend(i for i, h in zip(chunk, hit.tolist()) if h)
+        keep = np.flatnonzero(~hit).tolist()
+        return [chunk[k] for k in keep], [lines[k] for k in keep], True
+
+    def _split(self, chunk: list[int], lines: list[bytes], row: int | None, slow: list[int],
+               parts: list[tuple[list[int], pa.Table]]) -> None:  # fmt: skip
+        """A refused piece: the record Arrow named (`in row N`) goes to `slow` and both sides
+        are parsed again, or, unnamed, the piece is halved. Pieces of SMALL records or fewer go
+        to `slow`, and so does all that is left once the Arrow work spent here exceeds about
+        three parses of the chunk: a chunk full of bad records costs little more than decoding
+        it record by record."""
+        budget = 3 * (len(chunk) + CALL_COST)
+        stack = [(chunk, lines, row)]
+        while stack:
+            idx, ls, row = stack.pop()
+            if row is not None and 0 <= row < len(idx):
+                slow.append(idx[row])
+                pieces = [(idx[:row], ls[:row]), (idx[row + 1 :], ls[row + 1 :])]
+            else:
+                h = len(idx) // 2
+                pieces = [(idx[:h], ls[:h]), (idx[h:], ls[h:])]
+            for pi, pl in pieces:
+                if len(pi) <= SMALL or budget <= 0:
+                    slow.extend(pi)
+                    continue
+                budget -= CALL_COST + len(pi)
+                t, r = self._read(b"\n".join(pl), len(pi))
+                if t is not None:
+                    parts.append((pi, t))
+                else:
+                    stack.append((pi, pl, r))
+
+    def _read(self, data: bytes, n: int) -> tuple[pa.Table | None, int | None]:
+        """n newline-separated records → their table, or (None, the row Arrow named in its error
+        if it did: with two timestamp encodings tried, the later of the two)."""
+        rows: list[int] = []
         for kind in (self._ts_kind, "str" if self._ts_kind == "int" else "int"):
             try:
                 t = pj.read_json(
@@ -130,12 +232,40 @@ class BatchDecoder:
                     parse_options=pj.ParseOptions(explicit_schema=SCHEMAS[kind], unexpected_field_behavior="infer"),
                 )
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                m = _ROW.search(str(exc))
+                if m:
+                    rows.append(int(m.group(1)))
                 if "/timestamp)" in str(exc) and kind == self._ts_kind:
                     continue  # the other timestamp encoding may parse
-                return None
+                return None, max(rows, default=None)
+            if t.num_rows != n:
+                return None, None  # a line holding two objects: found by halving
             self._ts_kind = kind
-            return t
-        return None
+            return t, None
+        return None, max(rows, default=None)
+
+
+def _unsure(chunk: list[int], lines: list[bytes], slow: list[int]) -> tuple[list[int], list[bytes]]:
+    """Records Arrow reads but decode.decode refuses whole go to `slow` before the parse:
+    invalid UTF-8 (Arrow keeps the bytes in a string column) and NaN / Infinity (Arrow reads
+    them, orjson does not; in a field the checks see they fail anyway, in an unknown one they
+    would not). A record that only mentions NaN in a string merely takes the slow path."""
+    keep_i, keep_l = [], []
+    for i, v in zip(chunk, lines):
+        if b"NaN" in v or b"Infinity" in v or (not v.isascii() and not _utf8(v)):
+            slow.append(i)
+        else:
+            keep_i.append(i)
+            keep_l.append(v)
+    return keep_i, keep_l
+
+
+def _utf8(v: bytes) -> bool:
+    try:
+        v.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _merge(parts: list[tuple[list[int], pa.Table]]) -> list[tuple[list[int], pa.Table]]:
