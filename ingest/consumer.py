@@ -75,6 +75,7 @@ class KafkaIngestor:
         self._last_record = self._unassigned_since = clock()
         self._caught_up_since: float | None = None
         self._checked_at = -1e9
+        self._unreachable = False
         self._ever_assigned = False
         self._assigned_at = clock()
         self._rebalancing = False
@@ -149,9 +150,15 @@ class KafkaIngestor:
         self._checked_at = now
         try:
             ends = self.consumer.watermarks(sorted(assigned))
-        except CommitFailed:
+        except CommitFailed as exc:
             self._caught_up_since = None
+            if not self._unreachable:
+                log.warning("Kafka does not answer (%s); waiting for it", exc)
+                self._unreachable = True
             return False
+        if self._unreachable:
+            log.info("Kafka answers again")
+            self._unreachable = False
         behind = [p for p, (low, high) in ends.items() if max(self._position(p), low) < high]
         if behind or self.pipeline.pending() or self._inflight is not None:
             self._caught_up_since = None

@@ -214,3 +214,25 @@ def test_unreachable_broker_is_one_clear_error(tmp_path: Path) -> None:
     assert r.returncode == 1
     assert b"cannot reach Kafka at 127.0.0.1:1" in r.stderr
     assert os.path.isdir(tmp_path / "l")  # nothing half-written beyond the empty layout
+
+
+def test_an_outage_is_not_idleness(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+    """--exit-when-idle counts only time caught up with a reachable broker: with the broker down
+    for longer than the idle time, ingest waits, and lands what was produced after it came back."""
+    kafka.create_topic(topic_name, 3)
+    kafka.produce(topic_name, events_bytes(3000))
+    lake = tmp_path / "lake"
+    log = tmp_path / "ingest.log"
+    # idle time 8 s: longer than the broker takes to stop, so it is the outage that must not count
+    proc = spendlake_bg(*ingest_args(kafka, topic_name, lake, "--exit-when-idle", "8", "--quiet"), log=log)
+    wait_for(lambda: lake_rows(lake, "select count(*) from ev") == [(3000,)], 120, "the first 3000 events")
+    kafka.stop()
+    import time
+
+    time.sleep(15)  # > the idle time: the old rule ("no record for 8 s") stopped here, reporting success
+    assert proc.poll() is None, "ingest stopped while the broker was down:\n" + log.read_text()
+    kafka.start()
+    kafka.produce(topic_name, events_bytes(3000, start=3000))
+    assert proc.wait(180) == 0, log.read_text()
+    assert_exactly_once(lake, kafka, topic_name, log.read_bytes())
+    assert lake_rows(lake, "select count(distinct event_id) from ev") == [(6000,)]

@@ -64,15 +64,15 @@ class _Errors:
         if code in DOWN_CODES:
             if self.down_since is None:
                 self.down_since = time.monotonic()
-            if not self._warned:
-                log.warning("Kafka at %s is unreachable (%s); retrying", self.settings.bootstrap_servers, err.str())
+            if not self._warned:  # said once per outage (consumer.py says it to the user)
+                rdlog.warning("Kafka at %s is unreachable (%s); retrying", self.settings.bootstrap_servers, err.str())
                 self._warned = True
             return
         rdlog.info("%s", err.str())
 
     def up(self) -> None:
         if self.down_since is not None and self._warned:
-            log.info("Kafka at %s is reachable again", self.settings.bootstrap_servers)
+            rdlog.info("Kafka at %s is reachable again", self.settings.bootstrap_servers)
         self.down_since, self._warned = None, False
 
     def check(self) -> None:
