@@ -44,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 
+from aggregator.seen import SeenIndex, split_sql
 from ingest.errors import SpendlakeError
 from ingest.lake import _fsync_dir  # fsyncs any path it can open read-only, a file too
 
@@ -155,6 +157,7 @@ class LakeFile:
     mtime_ns: int
 
 
+EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
 RACY_S = 2.0  # a directory changed this recently is listed again, whatever its mtime says
 
 
@@ -229,6 +232,9 @@ class Rollup:
         self.event_hooks = tuple(event_hooks)
         self._listing: dict[str, tuple[int, list[LakeFile]]] = {}  # date dir -> (mtime_ns, files)
         self._touched = _no_touch()  # time buckets and dates appended to since compact()
+        self._known: dict[str, tuple[int, int]] | None = None  # the files table: path -> (size, mtime_ns)
+        self._seen = SeenIndex()  # the seen table in memory, by date (aggregator/seen.py)
+        self._pending_seen: list[dict[date, tuple[np.ndarray, np.ndarray]]] = []  # written, not committed
         (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
         path = self.root / STATE_DIR / STATE_FILE
         try:
@@ -287,7 +293,9 @@ class Rollup:
         t0 = time.perf_counter()
         stats = UpdateStats()
         files = lake_files(self.root, cache=self._listing)
-        known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        if self._known is None:  # the files table, held between updates (one row per lake file)
+            self._known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        known = self._known
         new = [f for f in files if f.path not in known]
         rewritten = [f for f in files if f.path in known and known[f.path] != (f.size, f.mtime_ns)]
         recompute = sorted({f.day for f in rewritten})
@@ -311,7 +319,19 @@ class Rollup:
                 self.con.execute("COMMIT")
             except BaseException:
                 self.con.execute("ROLLBACK")
+                # what this process holds of the state may now differ from it: read it again
+                self._seen.forget([day, *(d for keys in self._pending_seen for d in keys)])
+                self._pending_seen = []
+                self._known = None
                 raise
+            for keys in self._pending_seen:
+                for d, (hi, lo) in keys.items():
+                    self._seen.add(d, hi, lo)
+            self._pending_seen = []
+            if day in recompute:
+                for path in [p for p, _ in known.items() if p.startswith(f"events/date={day.isoformat()}/")]:
+                    del known[path]
+            known.update((f.path, (f.size, f.mtime_ns)) for f in by_day[day])
         self.con.execute("BEGIN TRANSACTION")
         try:
             self._count_dead_letters()
@@ -329,6 +349,7 @@ class Rollup:
 
     def _forget_days(self, days: list[date]) -> None:
         c = self.con
+        self._seen.forget(days)
         c.execute("CREATE OR REPLACE TEMP TABLE forget AS SELECT unnest(?::DATE[]) AS day", [days])
         for table in ("files", "seen", *(f"rollup_{n}" for n in NAMES)):
             c.execute(f"DELETE FROM {table} WHERE day IN (SELECT day FROM forget)")
@@ -337,45 +358,49 @@ class Rollup:
         c.execute("INSERT OR IGNORE INTO dirty_days SELECT day FROM forget")
 
     def _add(self, files: list[LakeFile], stats: UpdateStats) -> None:
+        """Roll up ``files`` (in the caller's transaction): read once into ``fresh``, drop what
+        is counted already, aggregate once to the minute, every table from that."""
         c = self.con
         paths = [str(self.root / f.path) for f in files]
         cols = ", ".join(("event_id", "timestamp", *DIMS, *TOKENS, *COSTS, "cost_source", "latency_ms",
                           "ingested_at", "source_topic", "source_partition", "source_offset"))  # fmt: skip
         c.execute(
-            f"""CREATE OR REPLACE TEMP TABLE batch AS
+            f"""CREATE OR REPLACE TEMP TABLE fresh AS
                 SELECT {cols}, "timestamp"::DATE AS day, md5_number(event_id) AS h
                 FROM read_parquet(?, union_by_name = true)""",
             [paths],
         )
-        stats.rows_read += c.execute("SELECT count(*) FROM batch").fetchall()[0][0]  # type: ignore[index]
         if self.fill is not None:
-            self.fill(c, "batch")
-        c.execute(
-            """CREATE OR REPLACE TEMP TABLE fresh AS
-               SELECT * FROM batch b
-               WHERE NOT EXISTS (SELECT 1 FROM seen s
-                                 WHERE s.day IN (SELECT DISTINCT day FROM batch) AND s.day = b.day AND s.h = b.h)
-               QUALIFY row_number() OVER (PARTITION BY day, h
-                                          ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1"""
-        )
-        added = c.execute("SELECT count(*) FROM fresh").fetchall()[0][0]  # type: ignore[index]
+            self.fill(c, "fresh")
+        rows, keys = self._dedupe()
+        stats.rows_read += rows
+        added = sum(len(hi) for hi, _ in keys.values())
         stats.events_added += added
         stats.duplicates = stats.rows_read - stats.events_added
+        self._pending_seen.append(keys)  # into the in-memory index once the transaction commits
         c.execute("INSERT INTO seen SELECT day, h FROM fresh")
-        hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
         horizon = datetime.now(UTC).date() - timedelta(days=self.minute_retention_days)
-        newest = c.execute("SELECT max(day) FROM fresh").fetchall()[0][0]  # None: only duplicates
+        counted = [d for d, (hi, _) in keys.items() if len(hi)]
+        newest = max(counted, default=None)  # None: only duplicates
+        # Every table is a re-aggregation of the minute aggregate (sums, and max for the maximum):
+        # the new rows are read once, and the aggregates that follow read ~7x fewer rows.
+        hist = ", ".join(f"count(*) FILTER (WHERE cost_usd <= {b})::BIGINT AS {bucket_column(b)}" for b in COST_BUCKETS)
+        c.execute(
+            f"""CREATE OR REPLACE TEMP TABLE fresh_minutes AS
+                SELECT day, date_trunc('minute', "timestamp") AS bucket, {", ".join(DIMS)}, {_measures_sql()}, {hist}
+                FROM fresh GROUP BY ALL"""
+        )
         for t in TABLES:
             if t.name == "minute" and (newest is None or newest < horizon):
                 continue  # older than the minute rollups keep: nothing to add (a first rollup of history)
-            bucket = [f"date_trunc('{t.unit}', \"timestamp\") AS bucket"] if t.unit else []
-            select = ", ".join(["day", *bucket, *t.dims, _measures_sql(), *([hist] if t.histogram else [])])
-            self._append(t, select)
-        for unit in ("minute", "hour", "day"):
-            self._touched[unit].update(
-                b for (b,) in c.execute(f"SELECT DISTINCT date_trunc('{unit}', \"timestamp\") FROM fresh").fetchall()
-            )
-        self._touched["days"].update(d for (d,) in c.execute("SELECT DISTINCT day FROM fresh").fetchall())
+            bucket = [f"date_trunc('{t.unit}', bucket) AS bucket"] if t.unit else []
+            merge = _merge_sql((*MEASURES, *(bucket_column(b) for b in COST_BUCKETS if t.histogram)))
+            self._append(t, ", ".join(["day", *bucket, *t.dims, merge]), "fresh_minutes")
+        for (m,) in c.execute("SELECT DISTINCT bucket FROM fresh_minutes").fetchall():
+            self._touched["minute"].add(m)
+            self._touched["hour"].add(m.replace(minute=0))
+            self._touched["day"].add(m.replace(hour=0, minute=0))
+        self._touched["days"].update(counted)
         if self.budget_hook is not None:
             self.budget_hook.add(c, "fresh")
         for hook in self.event_hooks:
@@ -385,7 +410,44 @@ class Rollup:
             "INSERT OR REPLACE INTO files (path, day, size, mtime_ns, rolled_at) VALUES (?, ?, ?, ?, ?)",
             [(f.path, f.day, f.size, f.mtime_ns, now) for f in files],
         )
-        c.execute("INSERT OR IGNORE INTO dirty_days SELECT DISTINCT day FROM batch")
+        c.execute("INSERT OR IGNORE INTO dirty_days SELECT unnest(?::DATE[])", [sorted({f.day for f in files})])
+
+    def _dedupe(self) -> tuple[int, dict[date, tuple[np.ndarray, np.ndarray]]]:
+        """Delete from ``fresh`` every row whose event the state counted before (the date's
+        ``seen``, through the in-memory index) and every later copy of an event the batch holds
+        twice (the earliest ingested copy stays). Returns the rows read and, per date, the hashes
+        (upper, lower 64 bits) of the rows kept."""
+        c = self.con
+        t = c.execute(f"SELECT rowid AS rid, day, {split_sql()} FROM fresh").fetchnumpy()
+        rid = np.asarray(t["rid"], np.int64)
+        day = np.asarray(t["day"]).astype("datetime64[D]").astype(np.int64)
+        hi, lo = np.asarray(t["hi"], np.uint64), np.asarray(t["lo"], np.uint64)
+        n = len(rid)
+        drop = np.zeros(n, bool)
+        # copies within the batch: rows whose (date, hash) another row has
+        o = np.lexsort((lo, hi, day))
+        same = (day[o][1:] == day[o][:-1]) & (hi[o][1:] == hi[o][:-1]) & (lo[o][1:] == lo[o][:-1])
+        if same.any():
+            member = np.zeros(n, bool)
+            member[o[1:][same]] = member[o[:-1][same]] = True
+            c.execute("CREATE OR REPLACE TEMP TABLE fresh_copies AS SELECT unnest(?::BIGINT[]) AS rid", [rid[member].tolist()])
+            later = [r for (r,) in c.execute(
+                """SELECT rowid FROM fresh WHERE rowid IN (SELECT rid FROM fresh_copies)
+                   QUALIFY row_number() OVER (PARTITION BY day, h
+                                              ORDER BY ingested_at, source_topic, source_partition, source_offset) > 1"""
+            ).fetchall()]  # fmt: skip
+            drop[np.isin(rid, np.asarray(later, np.int64))] = True
+        keys: dict[date, tuple[np.ndarray, np.ndarray]] = {}
+        for d in np.unique(day):
+            on = day == d
+            when = date.fromordinal(int(d) + EPOCH_ORDINAL)
+            old = self._seen.day(c, when).contains(hi[on], lo[on])
+            drop[np.flatnonzero(on)[old]] = True
+            keep = on & ~drop
+            keys[when] = (hi[keep], lo[keep])
+        if drop.any():
+            c.execute("DELETE FROM fresh WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [rid[drop].tolist()])
+        return n, keys
 
     def _count_dead_letters(self) -> None:
         """Dead letters are counted, not rolled up: rows per file (from Parquet metadata)."""
@@ -395,11 +457,11 @@ class Rollup:
                 n = self.con.execute("SELECT count(*) FROM read_parquet(?)", [str(self.root / f.path)]).fetchall()[0][0]  # type: ignore[index]
                 self.con.execute("INSERT INTO dead_letter_files VALUES (?, ?, ?)", [f.path, f.day, n])
 
-    def _append(self, t: Table, select: str) -> None:
-        """Add the fresh rows' aggregates to a rollup table. Appended, not merged: a key may
+    def _append(self, t: Table, select: str, source: str = "fresh") -> None:
+        """Add the new rows' aggregates to a rollup table. Appended, not merged: a key may
         have several rows until ``compact()`` (every reader sums), which keeps the work of a
         one-second flush independent of how much the day already holds."""
-        self.con.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT {select} FROM fresh WHERE {t.where} GROUP BY ALL")
+        self.con.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT {select} FROM {source} WHERE {t.where} GROUP BY ALL")
 
     def compact(self) -> None:
         """One row per key again in what ``_add`` appended since the last compaction. One

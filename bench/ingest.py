@@ -155,23 +155,13 @@ def poll_only(bootstrap: str, topic: str, n: int) -> None:
     print(seen, raw)
 
 
-def rdkafka_fetch() -> dict[str, object]:
-    """ingest's librdkafka fetch and queue settings, {} before ingest/clients/confluent.py."""
-    sys.path.insert(0, str(ROOT))  # run from a checkout, installed or not
-    try:
-        from ingest.clients.confluent import FETCH
-    except ImportError:
-        return {}
-    return dict(FETCH)
-
-
 def consume_only(bootstrap: str, topic: str, n: int) -> None:
-    """(d), run as a child: a bare confluent-kafka loop in a fresh group with ingest's own fetch
-    settings, touching each message's value and offset, until n records."""
+    """(d), run as a child: a bare confluent-kafka loop in a fresh group, librdkafka's own fetch and
+    queue settings, touching each message's value and offset, until n records."""
     from confluent_kafka import Consumer, KafkaException
 
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-d-{uuid.uuid4().hex[:8]}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest", **rdkafka_fetch()})
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.subscribe([topic])
     seen, raw, last = 0, 0, -1
     while seen < n:
@@ -483,22 +473,23 @@ def main() -> int:
         counts = {id(r): lake_counts(con, r.lake) for r in runs}
         diffs = {id(r): lake_diff(con, c1.lake, r.lake) for r in runs if r is not c1}
 
-        print(f"\n{'reader':<48}{'seconds':>9}{'events/s':>12}")
-        rows = [("(a) kafka-python poll loop", a_s), ("(b) kcat -C", b_s), ("(d) confluent-kafka consume loop", d_s)]
+        print(f"\n{'reader':<56}{'seconds':>9}{'events/s':>12}")
+        rows = [("(a) kafka-python poll loop", a_s), ("(b) kcat -C", b_s), ("(d) confluent-kafka consume loop (rdkafka defaults)", d_s)]
         rows += [(r.name, r.seconds) for r in runs]
         for name, s in rows:
-            print(f"{name:<48}{s:>9.2f}{total / s:>12,.0f}")
+            print(f"{name:<56}{s:>9.2f}{total / s:>12,.0f}")
         if bad:
             print(f"events/s counts every record read: {n:,} good + {bad:,} bad")
         for r in runs:
-            print(f"{r.name}: wall {r.wall:.2f} s incl. exit-when-idle {idle:.0f} s and shutdown")
+            settle = " (a worker holding some partitions waits for the group to settle first)" if r.workers > 1 else ""
+            print(f"{r.name}: wall {r.wall:.2f} s incl. exit-when-idle {idle:.0f} s and shutdown{settle}")
         print("all timings include process start (and group join for (c), (d), (e)); with several workers, "
               "from their start to the lake's last commit")
         print(f"ratio c/a {a_s / c1.seconds:.2f}   c/b {b_s / c1.seconds:.2f}   (throughput of c as a fraction of a, b)")
         for w in worker_counts:
             c, e = (next((r for r in runs if r.label == x and r.workers == w), None) for x in "ce")
             if c and e:
-                at = f" ({w} workers)" if len(worker_counts) > 1 else ""
+                at = f" ({w} worker{'s' if w > 1 else ''})" if len(worker_counts) > 1 else ""
                 print(f"ratio e/c {c.seconds / e.seconds:.2f}   e/d {d_s / e.seconds:.2f}{at}   "
                       f"(throughput of e as a multiple of c, d)")
         print("peak RSS: " + "   ".join(

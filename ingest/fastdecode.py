@@ -51,29 +51,54 @@ def _json_schema(ts_type: pa.DataType) -> pa.Schema:
 SCHEMAS = {"int": _json_schema(pa.int64()), "str": _json_schema(pa.string())}
 
 
-def _suspect(ts_kind: str) -> str:
-    """A regular expression (RE2) matching a record with a value of a JSON kind Arrow refuses
-    for its field in SCHEMAS[ts_kind] (a string for an integer, 1.5 or 2.0 for an integer, ...)
-    or two objects on one line. Approximate both ways, and that is fine: a record flagged
-    wrongly takes the slow path; one missed is found by `_split`."""
-    by_kind: dict[str, list[str]] = {"int": [], "str": [], "float": [], "bool": []}
+# --- screening: finding the records Arrow would refuse, before it refuses their chunk ---------
+_BAD_VALUE = {  # RE2 for the start of a JSON value Arrow refuses for a field of each type
+    "int": r"(?:[^-0-9n\s]|-?[0-9]+[.eE]|-?[0-9]{19})",  # not an int64 literal, or too long for one
+    "str": r'[^"n\s]', "float": r"[^-0-9nNI\s]", "bool": r"[^tfn\s]",
+}  # fmt: skip
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_TAGS = rf'"(?:[^{{n\s]|\{{(?:\s*{_JSON_STRING}\s*:\s*(?:{_JSON_STRING}|null)\s*,)*\s*{_JSON_STRING}\s*:\s*[^"n\s])'
+_TWO_OBJECTS = r"\}[ \t\r]*\{"  # not \s: a scan runs over many records joined by newlines
+
+
+def _kind(t: pa.DataType) -> str | None:
+    for k, test in (("int", pa.types.is_integer), ("str", pa.types.is_string), ("float", pa.types.is_floating),
+                    ("bool", pa.types.is_boolean)):  # fmt: skip
+        if test(t):
+            return k
+    return None
+
+
+def _rules(ts_kind: str) -> tuple[dict[str, str], str]:
+    """Regular expressions (RE2; Python reads them alike) for the records Arrow refuses in a
+    chunk parsed with SCHEMAS[ts_kind]: a field holding a value of a JSON kind its type does not
+    take (a string or 1.5 for an integer, a number for a string, ...), a tags value that is not
+    a string, two objects on one line. Returns one rule per field (the token fields share one),
+    each starting with a literal so that a scan for it alone is quick, and all of them in one
+    expression (one scan costs less than four separate ones). Approximate both ways, and that
+    is fine: a record flagged wrongly only takes the slow path, one missed is found by `_split`."""
+    rules: dict[str, str] = {}
+    by_kind: dict[str, list[str]] = {}
     for f in SCHEMAS[ts_kind]:
-        for k, test in (("int", pa.types.is_integer), ("str", pa.types.is_string),
-                        ("float", pa.types.is_floating), ("bool", pa.types.is_boolean)):  # fmt: skip
-            if test(f.type):
-                by_kind[k].append(f.name)
-    bad_value = {
-        "int": r"(?:[^-0-9n\s]|-?[0-9]+[.eE]|-?[0-9]{19})",  # not an int64 literal, or too long for one
-        "str": r'[^"n\s]', "float": r"[^-0-9nNI\s]", "bool": r"[^tfn\s]",
-    }  # fmt: skip
-    s = r'"(?:[^"\\]|\\.)*"'  # a JSON string
-    alternatives = [f'"(?:{"|".join(names)})"\\s*:\\s*{bad_value[k]}' for k, names in by_kind.items()]
-    alternatives.append(rf'"tags"\s*:\s*(?:[^{{n\s]|\{{(?:\s*{s}\s*:\s*(?:{s}|null)\s*,)*\s*{s}\s*:\s*[^"n\s])')
-    alternatives.append(r"\}\s*\{")
-    return "|".join(alternatives)
+        k = _kind(f.type)
+        if k is None:
+            continue
+        key = "_tokens" if f.name in TOKEN_COLUMNS else f.name  # every token field's name ends so
+        rules["*" + key if key == "_tokens" else key] = rf'{key}"\s*:\s*{_BAD_VALUE[k]}'
+        by_kind.setdefault(k, []).append(f.name)
+    rules["tags"] = r"tags" + _TAGS
+    rules["two objects"] = _TWO_OBJECTS
+    together = [rf'"(?:{"|".join(names)})"\s*:\s*{_BAD_VALUE[k]}' for k, names in by_kind.items()]
+    return rules, "|".join([*together, r'"tags' + _TAGS, _TWO_OBJECTS])
 
 
-SUSPECT = {kind: _suspect(kind) for kind in SCHEMAS}
+RULES, SUSPECT = {}, {}
+for _k in SCHEMAS:
+    RULES[_k], SUSPECT[_k] = _rules(_k)
+_RULES_PY = {kind: {name: re.compile(rx.encode()) for name, rx in rules.items()} for kind, rules in RULES.items()}
+MAX_LEARNED = 3  # past this many rules, separate scans cost more than one scan with SUSPECT
+FORGET_AFTER = 8  # chunks: a learned rule that has matched nothing for this long is dropped
+SCAN_GROUP = 64  # records per element in the first scan; only elements that match are looked into
 SMALL = 32  # a refused piece this small goes to decode.decode whole: one Arrow call costs ~25 records there
 CALL_COST = 100  # one pj.read_json call's fixed cost (~0.25 ms), in records parsed
 _ROW = re.compile(r" in row (\d+)")
@@ -84,7 +109,9 @@ class BatchDecoder:
 
     def __init__(self, otlp_names: AttributeNames = DEFAULT_NAMES) -> None:
         self._ts_kind = "int"
-        self._dirty = False  # the last chunk held records Arrow refuses: screen the next one first
+        # RULES that found records Arrow refuses in recent chunks → chunks since one last did;
+        # while there are any, a chunk is screened with them before it is parsed
+        self._learned: dict[str, int] = {}
         self.otlp_names = otlp_names
 
     def decode(self, values: Sequence[bytes]) -> tuple[pa.Table, list[int], list[tuple[int, BadRecord]]]:
@@ -148,49 +175,74 @@ class BatchDecoder:
         """One chunk into `parts` (indices, table) and `slow`. Arrow refuses a whole chunk for one
         record of the wrong JSON kind, so a refused chunk is screened (`_screen`: the records
         with a value of a kind Arrow refuses go to `slow`) and parsed again; what the screen
-        misses is split (`_split`). After a refusal the next chunk is screened before its first
-        parse, until a screen finds nothing: a stream with bad records in every chunk pays one
-        screen per chunk, not a failed parse."""
+        misses is split (`_split`). The rules that found something are learned and the next
+        chunks are screened with just them before their first parse, so a stream with bad
+        records in every chunk pays a quick screen per chunk, not a failed parse."""
         lines = [values[i] for i in chunk]
         data = b"\n".join(lines)
-        if not data.isascii() or b"NaN" in data or b"Infinity" in data:
+        if not data.isascii() or (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
             chunk, lines = _unsure(chunk, lines, slow)
             data = b"\n".join(lines)
-        screened = flagged = False
-        if self._dirty and chunk:
-            chunk, lines, flagged = self._screen(chunk, lines, slow)
-            screened, data = True, b"\n".join(lines)
+        if self._learned and chunk:
+            names = list(self._learned)
+            chunk, lines, data, hits = self._screen(chunk, lines, data, slow, names)
+            for name in names:
+                self._learned[name] = 0 if name in hits else self._learned[name] + 1
+                if self._learned[name] > FORGET_AFTER:
+                    del self._learned[name]
         if not chunk:
             return
         t, row = self._read(data, len(chunk))
-        if t is None and not screened:
-            chunk, lines, flagged = self._screen(chunk, lines, slow)
-            screened = True
-            if flagged and chunk:
-                t, row = self._read(b"\n".join(lines), len(chunk))
-        self._dirty = flagged or t is None
+        if t is None:
+            n = len(chunk)
+            chunk, lines, data, _ = self._screen(chunk, lines, data, slow, None)
+            if len(chunk) != n and chunk:
+                t, row = self._read(data, len(chunk))
         if t is not None:
             parts.append((chunk, t))
         elif chunk:
             self._split(chunk, lines, row, slow, parts)
 
-    def _screen(self, chunk: list[int], lines: list[bytes], slow: list[int]) -> tuple[list[int], list[bytes], bool]:
-        """Moves to `slow` the records holding a value of a JSON kind Arrow refuses for its field
-        (SUSPECT; one regular expression over the chunk in Arrow). A record flagged wrongly
-        only costs its own decode.decode. The timestamp encoding is the one most records use."""
-        arr = pa.array(lines, pa.binary())
+    def _screen(self, chunk: list[int], lines: list[bytes], data: bytes, slow: list[int],
+                names: list[str] | None) -> tuple[list[int], list[bytes], bytes, set[str]]:  # fmt: skip
+        """Moves to `slow` the records that match the named RULES (or any rule: SUSPECT, and the
+        rules those records match are learned). Returns what is left (indices, records, joined)
+        and the names of the rules that matched. When most records match, the other timestamp
+        encoding is tried, and the one that flags fewer records is the stream's."""
         kind = self._ts_kind
-        hit = pc.match_substring_regex(arr, SUSPECT[kind]).to_numpy(zero_copy_only=False)
-        if 2 * hit.sum() > len(lines):
+        if names is not None and len(names) > MAX_LEARNED:
+            names = None
+        scan = _Scan(lines, data)
+        at, hits = scan.match([SUSPECT[kind]] if names is None else [RULES[kind][n] for n in names])
+        if 2 * len(at) > len(lines):
             other = "str" if kind == "int" else "int"
-            hit2 = pc.match_substring_regex(arr, SUSPECT[other]).to_numpy(zero_copy_only=False)
-            if hit2.sum() < hit.sum():
-                self._ts_kind, hit = other, hit2
-        if not hit.any():
-            return chunk, lines, False
-        slow.extend(i for i, h in zip(chunk, hit.tolist()) if h)
-        keep = np.flatnonzero(~hit).tolist()
-        return [chunk[k] for k in keep], [lines[k] for k in keep], True
+            at2, _ = scan.match([SUSPECT[other]])
+            if len(at2) < len(at):
+                self._ts_kind, kind, at, names = other, other, at2, None
+        if not at:
+            return chunk, lines, data, set()
+        if names is None:
+            learned = set().union(*(self._learn(lines[k], kind) for k in at))
+        else:
+            learned = {n for n, h in zip(names, hits) if h}
+        slow.extend(chunk[k] for k in at)
+        kept_i: list[int] = []
+        kept_l: list[bytes] = []
+        prev = 0
+        for k in at:
+            kept_i += chunk[prev:k]
+            kept_l += lines[prev:k]
+            prev = k + 1
+        kept_i += chunk[prev:]
+        kept_l += lines[prev:]
+        return kept_i, kept_l, b"\n".join(kept_l), learned
+
+    def _learn(self, line: bytes, kind: str) -> set[str]:
+        """The rules a refused record matches: the next chunks are screened with them."""
+        names = {name for name, rx in _RULES_PY[kind].items() if rx.search(line)}
+        for name in names:
+            self._learned[name] = 0
+        return names
 
     def _split(self, chunk: list[int], lines: list[bytes], row: int | None, slow: list[int],
                parts: list[tuple[list[int], pa.Table]]) -> None:  # fmt: skip
@@ -205,6 +257,7 @@ class BatchDecoder:
             idx, ls, row = stack.pop()
             if row is not None and 0 <= row < len(idx):
                 slow.append(idx[row])
+                self._learn(ls[row], self._ts_kind)
                 pieces = [(idx[:row], ls[:row]), (idx[row + 1 :], ls[row + 1 :])]
             else:
                 h = len(idx) // 2
@@ -243,6 +296,39 @@ class BatchDecoder:
             self._ts_kind = kind
             return t, None
         return None, max(rows, default=None)
+
+
+class _Scan:
+    """Regular expressions over a chunk's records without copying them: each expression runs
+    first over groups of SCAN_GROUP records (one Arrow element each: per-element overhead is
+    what a scan of short records costs most), then over the single records of the groups that
+    matched."""
+
+    def __init__(self, lines: list[bytes], data: bytes) -> None:
+        n = len(lines)
+        offsets = np.zeros(n + 1, dtype=np.int64)  # record k is data[offsets[k]:offsets[k + 1]], its newline included
+        np.cumsum(np.fromiter(map(len, lines), dtype=np.int64, count=n) + 1, out=offsets[1:])
+        offsets[n] = len(data)
+        buf = pa.py_buffer(data)
+        self.n = n
+        self.records = pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [None, pa.py_buffer(offsets), buf])
+        group_offsets = np.append(offsets[:n:SCAN_GROUP], offsets[n])
+        self.groups = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(group_offsets) - 1,
+                                                       [None, pa.py_buffer(group_offsets), buf])  # fmt: skip
+
+    def match(self, patterns: list[str]) -> tuple[list[int], list[bool]]:
+        """(the positions of the records matching any of `patterns`, ascending; per pattern,
+        whether it matched any)."""
+        found = np.zeros(self.n, dtype=bool)
+        hits = []
+        for pattern in patterns:
+            groups = np.flatnonzero(pc.match_substring_regex(self.groups, pattern).to_numpy(zero_copy_only=False))
+            for g in groups.tolist():
+                start = g * SCAN_GROUP
+                sub = self.records.slice(start, SCAN_GROUP)
+                found[start : start + len(sub)] |= pc.match_substring_regex(sub, pattern).to_numpy(zero_copy_only=False)
+            hits.append(len(groups) > 0)
+        return np.flatnonzero(found).tolist(), hits
 
 
 def _unsure(chunk: list[int], lines: list[bytes], slow: list[int]) -> tuple[list[int], list[bytes]]:

@@ -78,7 +78,7 @@ class Service:
         server = serve_metrics(exporter, host, port)
         self.metrics_port = server.server_address[1]
         self._server = server
-        log.info("serving /metrics on http://%s:%d/metrics", host, self.metrics_port)
+        log.debug("serving /metrics on http://%s:%d/metrics", host, self.metrics_port)  # the CLI says it, with the source
         self.scheduler = BackgroundScheduler(timezone=UTC)
         self.scheduler.add_job(self.roll, "interval", seconds=self.interval_s, id="rollup",
                                max_instances=1, coalesce=True, next_run_time=datetime.now(UTC))  # fmt: skip
