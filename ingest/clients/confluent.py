@@ -339,6 +339,8 @@ class ConfluentProducer:
             err = errors[0]
             if err.code() in FATAL_CODES or err.fatal():
                 raise KafkaFailure(describe(err.str(), self.settings))
+            if err.code() == KafkaError._MSG_TIMED_OUT:
+                raise TimeoutError(f"no acknowledgement within {timeout_s:g} s")
             raise TimeoutError(f"not acknowledged: {err.name()}")
 
     def close(self, timeout_s: float = 5.0) -> None:

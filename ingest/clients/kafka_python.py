@@ -76,7 +76,7 @@ class KafkaPythonConsumer:
         except Exception as exc:  # NoBrokersAvailable, SSL and SASL failures at bootstrap
             if recognised(exc):
                 raise KafkaFailure(describe(exc, settings)) from None
-            raise Unreachable(f"{type(exc).__name__}: {exc}") from None
+            raise Unreachable(_text(exc)) from None
         self._listener: Listener | None = None
 
     def _tp(self, partition: int) -> TopicPartition:
@@ -175,7 +175,9 @@ class KafkaPythonProducer:
                 **settings.security.kafka_python(),
             )  # fmt: skip
         except Exception as exc:
-            raise KafkaFailure(describe(exc, settings)) from None
+            if recognised(exc):
+                raise KafkaFailure(describe(exc, settings)) from None
+            raise Unreachable(_text(exc)) from None
         self._partitions = 0
         self._by_key: dict[bytes, int] = {}
         self._round_robin = itertools.count()
@@ -234,6 +236,12 @@ class KafkaPythonProducer:
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._p.close(timeout=timeout_s)
+
+
+def _text(exc: BaseException) -> str:
+    """kafka-python's errors already start with their class name; others get it."""
+    text, name = str(exc), type(exc).__name__
+    return text if text.startswith(name) else f"{name}: {text}" if text else name
 
 
 __all__ = ["FETCH", "KafkaPythonConsumer", "KafkaPythonProducer"]

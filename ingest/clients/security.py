@@ -179,9 +179,8 @@ def _classify(text: str, sec: KafkaSecurity | None) -> str | None:
         cert = f" ({sec.ssl_certfile})" if sec is not None and sec.ssl_certfile else ""
         return (f"cannot load the TLS client key{key}: a wrong key password (the variable named by "
                 f"ssl_key_password_env), or not the PEM private key of ssl_certfile{cert}")
-    if _HOST_MISMATCH.search(text):
-        what = _HOST_MISMATCH.search(text)
-        detail = what.group(0).strip().rstrip(",.") if what else ""
+    if mismatch := _HOST_MISMATCH.search(text):
+        detail = mismatch.group(0).strip().rstrip(",.")
         return (f"the Kafka broker's TLS certificate does not name the host connected to ({detail}): use a "
                 "bootstrap address the certificate's subjectAltName holds")
     if _VERIFY_FAILED.search(text):
