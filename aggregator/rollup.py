@@ -424,9 +424,11 @@ class Rollup:
         hi, lo = np.asarray(t["hi"], np.uint64), np.asarray(t["lo"], np.uint64)
         n = len(rid)
         drop = np.zeros(n, bool)
-        # copies within the batch: rows whose (date, hash) another row has
-        o = np.lexsort((lo, hi, day))
-        same = (day[o][1:] == day[o][:-1]) & (hi[o][1:] == hi[o][:-1]) & (lo[o][1:] == lo[o][:-1])
+        o = np.argsort(hi, kind="stable")  # one sort serves both questions
+        s_hi = hi[o]
+        # copies within the batch: rows sharing the upper 64 bits with another (the exact (date, hash)
+        # groups, and which copy was ingested first, are DuckDB's to say, for these rows only)
+        same = s_hi[1:] == s_hi[:-1]
         if same.any():
             member = np.zeros(n, bool)
             member[o[1:][same]] = member[o[:-1][same]] = True
@@ -438,12 +440,13 @@ class Rollup:
             ).fetchall()]  # fmt: skip
             drop[np.isin(rid, np.asarray(later, np.int64))] = True
         keys: dict[date, tuple[np.ndarray, np.ndarray]] = {}
-        for d in np.unique(day):
-            on = day == d
+        days = np.unique(day)
+        for d in days:
             when = date.fromordinal(int(d) + EPOCH_ORDINAL)
-            old = self._seen.day(c, when).contains(hi[on], lo[on])
-            drop[np.flatnonzero(on)[old]] = True
-            keep = on & ~drop
+            on = o if len(days) == 1 else o[day[o] == d]  # this date's rows, in hash order
+            old = self._seen.day(c, when).contains(hi[on], lo[on], presorted=True)
+            drop[on[old]] = True
+            keep = on[~drop[on]]
             keys[when] = (hi[keep], lo[keep])
         if drop.any():
             c.execute("DELETE FROM fresh WHERE rowid IN (SELECT unnest(?::BIGINT[]))", [rid[drop].tolist()])

@@ -6,10 +6,14 @@ cost: records that look canonical are joined into one newline-delimited buffer, 
 Arrow's C++ JSON reader with an explicit schema, and checked with vectorised comparisons.
 
 The rule it keeps: **a row leaves the fast path only if `decode.decode` would produce exactly
-that row.** Anything it is not sure of — other input shapes, a parse error in the chunk, a value
-out of range, a string timestamp that does not parse — goes to `decode.decode`, which either
-produces the row or the dead letter with its exact message. So the fast path can only make
-ingest faster, never different (tests/test_fastdecode.py checks this on random mixes).
+that row.** Anything it is not sure of — other input shapes, a record Arrow refuses, a value out
+of range, a string timestamp that does not parse, invalid UTF-8, NaN — goes to `decode.decode`,
+which either produces the row or the dead letter with its exact message. So the fast path can
+only make ingest faster, never different (tests/test_fastdecode.py checks this on random mixes).
+
+A bad record costs only itself: Arrow refuses a whole chunk for one value of the wrong JSON kind,
+so such records are found by regular expressions (`RULES`, run by Arrow) and taken out before the
+chunk is parsed again; what those miss is isolated by splitting the chunk (`BatchDecoder._split`).
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ _BAD_VALUE = {  # RE2 for the start of a JSON value Arrow refuses for a field of
     "str": r'[^"n\s]', "float": r"[^-0-9nNI\s]", "bool": r"[^tfn\s]",
 }  # fmt: skip
 _JSON_STRING = r'"(?:[^"\\]|\\.)*"'
-_TAGS = rf'"(?:[^{{n\s]|\{{(?:\s*{_JSON_STRING}\s*:\s*(?:{_JSON_STRING}|null)\s*,)*\s*{_JSON_STRING}\s*:\s*[^"n\s])'
+_TAGS = rf'"\s*:\s*(?:[^{{n\s]|\{{(?:\s*{_JSON_STRING}\s*:\s*(?:{_JSON_STRING}|null)\s*,)*\s*{_JSON_STRING}\s*:\s*[^"n\s])'
 _TWO_OBJECTS = r"\}[ \t\r]*\{"  # not \s: a scan runs over many records joined by newlines
 
 
@@ -83,8 +87,10 @@ def _rules(ts_kind: str) -> tuple[dict[str, str], str]:
         k = _kind(f.type)
         if k is None:
             continue
-        key = "_tokens" if f.name in TOKEN_COLUMNS else f.name  # every token field's name ends so
-        rules["*" + key if key == "_tokens" else key] = rf'{key}"\s*:\s*{_BAD_VALUE[k]}'
+        if f.name in TOKEN_COLUMNS:  # every token field's name ends in _tokens
+            rules["*_tokens"] = rf'_tokens"\s*:\s*{_BAD_VALUE[k]}'
+        else:
+            rules[f.name] = rf'{f.name}"\s*:\s*{_BAD_VALUE[k]}'
         by_kind.setdefault(k, []).append(f.name)
     rules["tags"] = r"tags" + _TAGS
     rules["two objects"] = _TWO_OBJECTS
@@ -92,15 +98,14 @@ def _rules(ts_kind: str) -> tuple[dict[str, str], str]:
     return rules, "|".join([*together, r'"tags' + _TAGS, _TWO_OBJECTS])
 
 
-RULES, SUSPECT = {}, {}
-for _k in SCHEMAS:
-    RULES[_k], SUSPECT[_k] = _rules(_k)
+RULES = {kind: _rules(kind)[0] for kind in SCHEMAS}
+SUSPECT = {kind: _rules(kind)[1] for kind in SCHEMAS}
 _RULES_PY = {kind: {name: re.compile(rx.encode()) for name, rx in rules.items()} for kind, rules in RULES.items()}
 MAX_LEARNED = 3  # past this many rules, separate scans cost more than one scan with SUSPECT
 FORGET_AFTER = 8  # chunks: a learned rule that has matched nothing for this long is dropped
 SCAN_GROUP = 64  # records per element in the first scan; only elements that match are looked into
 SMALL = 32  # a refused piece this small goes to decode.decode whole: one Arrow call costs ~25 records there
-CALL_COST = 100  # one pj.read_json call's fixed cost (~0.25 ms), in records parsed
+CALL_COST = 100  # one pj.read_json call's fixed cost (~0.25 ms), in records parsed (~2.5 µs each)
 _ROW = re.compile(r" in row (\d+)")
 
 
@@ -180,8 +185,9 @@ class BatchDecoder:
         records in every chunk pays a quick screen per chunk, not a failed parse."""
         lines = [values[i] for i in chunk]
         data = b"\n".join(lines)
-        if not data.isascii() or (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
-            chunk, lines = _unsure(chunk, lines, slow)
+        utf8 = data.isascii() or _utf8(data)
+        if not utf8 or (b"N" in data and b"NaN" in data) or (b"I" in data and b"Infinity" in data):
+            chunk, lines = _unsure(chunk, lines, slow, utf8)
             data = b"\n".join(lines)
         if self._learned and chunk:
             names = list(self._learned)
@@ -322,23 +328,27 @@ class _Scan:
         found = np.zeros(self.n, dtype=bool)
         hits = []
         for pattern in patterns:
-            groups = np.flatnonzero(pc.match_substring_regex(self.groups, pattern).to_numpy(zero_copy_only=False))
-            for g in groups.tolist():
+            hit = False
+            groups = pc.match_substring_regex(self.groups, pattern).to_numpy(zero_copy_only=False)
+            for g in np.flatnonzero(groups).tolist():
                 start = g * SCAN_GROUP
-                sub = self.records.slice(start, SCAN_GROUP)
-                found[start : start + len(sub)] |= pc.match_substring_regex(sub, pattern).to_numpy(zero_copy_only=False)
-            hits.append(len(groups) > 0)
+                m = pc.match_substring_regex(self.records.slice(start, SCAN_GROUP), pattern)
+                m = m.to_numpy(zero_copy_only=False)
+                found[start : start + len(m)] |= m
+                hit = hit or bool(m.any())
+            hits.append(hit)
         return np.flatnonzero(found).tolist(), hits
 
 
-def _unsure(chunk: list[int], lines: list[bytes], slow: list[int]) -> tuple[list[int], list[bytes]]:
+def _unsure(chunk: list[int], lines: list[bytes], slow: list[int], utf8: bool) -> tuple[list[int], list[bytes]]:
     """Records Arrow reads but decode.decode refuses whole go to `slow` before the parse:
     invalid UTF-8 (Arrow keeps the bytes in a string column) and NaN / Infinity (Arrow reads
     them, orjson does not; in a field the checks see they fail anyway, in an unknown one they
-    would not). A record that only mentions NaN in a string merely takes the slow path."""
+    would not). A record that only mentions NaN in a string merely takes the slow path.
+    `utf8`: the whole chunk is known to be valid UTF-8."""
     keep_i, keep_l = [], []
     for i, v in zip(chunk, lines):
-        if b"NaN" in v or b"Infinity" in v or (not v.isascii() and not _utf8(v)):
+        if b"NaN" in v or b"Infinity" in v or not (utf8 or v.isascii() or _utf8(v)):
             slow.append(i)
         else:
             keep_i.append(i)
