@@ -22,6 +22,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from ingest.clients import (
     SESSION_TIMEOUT_S, CommitFailed, Fetched, KafkaFailure, KafkaSettings, Listener, Record, Unreachable, describe,
+    recognised,
 )  # fmt: skip
 
 log = logging.getLogger("spendlake.ingest")
@@ -57,7 +58,8 @@ class _Errors:
 
     def __call__(self, err: KafkaError) -> None:
         code = err.code()
-        if code in FATAL_CODES or err.fatal():
+        # a refused client certificate arrives as a transport error ("alert bad certificate")
+        if code in FATAL_CODES or err.fatal() or recognised(err.str()):
             if self.fatal is None:
                 self.fatal = describe(err.str(), self.settings)
             return
@@ -92,6 +94,16 @@ def _common(settings: KafkaSettings, client_id: str, errors: _Errors) -> dict[st
     }
 
 
+def _build(cls: Any, conf: dict[str, Any], settings: KafkaSettings) -> Any:
+    """librdkafka loads certificates and keys when the client is made: a wrong key password is
+    an error here, one line, not a traceback."""
+    try:
+        return cls(conf)
+    except KafkaException as exc:
+        text = str(exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc)
+        raise KafkaFailure(describe(text, settings)) from None
+
+
 class ConfluentConsumer:
     name = "confluent"
 
@@ -118,7 +130,7 @@ class ConfluentConsumer:
         }
         if instance_id:
             conf["group.instance.id"] = instance_id
-        self._c = Consumer(conf)
+        self._c = _build(Consumer, conf, settings)
         self._listener: Listener | None = None
         self._assigned: set[int] = set()
         self._assigning: dict[int, int] | None = None
@@ -292,7 +304,7 @@ class ConfluentProducer:
     def __init__(self, settings: KafkaSettings, client_id: str, timeout_s: float = 10.0) -> None:
         self.settings = settings
         self._errors = _Errors(settings)
-        self._p = Producer({
+        self._p = _build(Producer, {
             **_common(settings, client_id, self._errors),
             "acks": "all",
             "enable.idempotence": True,
@@ -301,7 +313,7 @@ class ConfluentProducer:
             "message.max.bytes": 4 * 1024 * 1024,
             "message.timeout.ms": int(timeout_s * 1000),
             "request.timeout.ms": max(int(timeout_s * 500), 1000),
-        })  # fmt: skip
+        }, settings)  # fmt: skip
 
     def send_batch(self, topic: str, records: Sequence[Record], timeout_s: float) -> None:
         if not records:
