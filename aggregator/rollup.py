@@ -235,6 +235,8 @@ class Rollup:
         self._known: dict[str, tuple[int, int]] | None = None  # the files table: path -> (size, mtime_ns)
         self._seen = SeenIndex()  # the seen table in memory, by date (aggregator/seen.py)
         self._pending_seen: list[dict[date, tuple[np.ndarray, np.ndarray]]] = []  # written, not committed
+        self._events: int | None = None  # rows of the seen table (events counted), when known
+        self._status: dict[str, Any] = {}  # status.json
         (self.root / STATE_DIR).mkdir(parents=True, exist_ok=True)
         path = self.root / STATE_DIR / STATE_FILE
         try:
@@ -327,8 +329,11 @@ class Rollup:
             for keys in self._pending_seen:
                 for d, (hi, lo) in keys.items():
                     self._seen.add(d, hi, lo)
+                    if self._events is not None:
+                        self._events += len(hi)
             self._pending_seen = []
             if day in recompute:
+                self._events = None  # counted again when asked
                 for path in [p for p, _ in known.items() if p.startswith(f"events/date={day.isoformat()}/")]:
                     del known[path]
             known.update((f.path, (f.size, f.mtime_ns)) for f in by_day[day])
@@ -344,6 +349,8 @@ class Rollup:
             self.budget_hook.ensure(self.con, self.root)
         if publish:
             stats.days_published = self.publish()
+        else:
+            self._write_status(self.root / PUBLISH_DIR)
         stats.seconds = time.perf_counter() - t0
         return stats
 
@@ -569,14 +576,25 @@ class Rollup:
                 continue
         if self.budget_hook is not None:
             self.budget_hook.publish(self.con, out)
-        self._write_status(out)
+        self._write_status(out, published=True)
         if days:
             self.con.execute("DELETE FROM dirty_days WHERE day IN (SELECT unnest(?::DATE[]))", [days])
         return [d.isoformat() for d in days]
 
-    def _write_status(self, out: Path) -> None:
-        events, files = self.con.execute("SELECT (SELECT count(*) FROM seen), (SELECT count(*) FROM files)").fetchall()[0]  # type: ignore[misc]
-        status = {"updated_at": datetime.now(UTC).isoformat(timespec="milliseconds"), "events": events, "files": files}
+    def _write_status(self, out: Path, published: bool = False) -> None:
+        """``status.json``: when the state was last updated and how many events and files it had
+        counted then, and the same for the last publication (what the Parquet copies hold).
+        Written after every update and publication; a small file, read without DuckDB (e.g. by
+        bench/pace.py, to see how far the rollups are behind the lake)."""
+        if self._events is None:
+            self._events = self.con.execute("SELECT count(*) FROM seen").fetchall()[0][0]  # type: ignore[index]
+        if self._known is None:
+            self._known = {p: (s, m) for p, s, m in self.con.execute("SELECT path, size, mtime_ns FROM files").fetchall()}
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        self._status.update(updated_at=now, events=self._events, files=len(self._known))
+        if published:
+            self._status.update(published_at=now, published_events=self._events)
+        status = self._status
         out.mkdir(parents=True, exist_ok=True)
         tmp = out / f".status-{uuid.uuid4().hex[:8]}.tmp"
         tmp.write_text(json.dumps(status))

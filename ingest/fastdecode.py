@@ -73,34 +73,39 @@ def _kind(t: pa.DataType) -> str | None:
     return None
 
 
-def _rules(ts_kind: str) -> tuple[dict[str, str], str]:
+def _rules(ts_kind: str) -> tuple[dict[str, tuple[str, str]], str]:
     """Regular expressions (RE2; Python reads them alike) for the records Arrow refuses in a
     chunk parsed with SCHEMAS[ts_kind]: a field holding a value of a JSON kind its type does not
     take (a string or 1.5 for an integer, a number for a string, ...), a tags value that is not
-    a string, two objects on one line. Returns one rule per field (the token fields share one),
-    each starting with a literal so that a scan for it alone is quick, and all of them in one
-    expression (one scan costs less than four separate ones). Approximate both ways, and that
-    is fine: a record flagged wrongly only takes the slow path, one missed is found by `_split`."""
-    rules: dict[str, str] = {}
+    a string, two objects on one line. Approximate both ways, and that is fine: a record flagged
+    wrongly only takes the slow path, one missed is found by `_split`.
+
+    Returns per field (the token fields share one) a pair: a loose expression for finding the
+    groups of records worth a look (the key without its opening quote, so a scan skips from one
+    rare first letter to the next instead of stopping at every quote; it also matches longer
+    keys that end so) and the exact one for the records of those groups; and every exact rule in
+    one expression (one scan costs less than four separate ones)."""
+    rules: dict[str, tuple[str, str]] = {}
     by_kind: dict[str, list[str]] = {}
     for f in SCHEMAS[ts_kind]:
         k = _kind(f.type)
         if k is None:
             continue
-        if f.name in TOKEN_COLUMNS:  # every token field's name ends in _tokens
-            rules["*_tokens"] = rf'_tokens"\s*:\s*{_BAD_VALUE[k]}'
-        else:
-            rules[f.name] = rf'{f.name}"\s*:\s*{_BAD_VALUE[k]}'
         by_kind.setdefault(k, []).append(f.name)
-    rules["tags"] = r"tags" + _TAGS
-    rules["two objects"] = _TWO_OBJECTS
+        if f.name in TOKEN_COLUMNS:  # every token field's name ends in _tokens
+            rules["*_tokens"] = (rf'_tokens"\s*:\s*{_BAD_VALUE[k]}',
+                                 rf'"(?:{"|".join(TOKEN_COLUMNS)})"\s*:\s*{_BAD_VALUE[k]}')  # fmt: skip
+        else:
+            rules[f.name] = (rf'{f.name}"\s*:\s*{_BAD_VALUE[k]}', rf'"{f.name}"\s*:\s*{_BAD_VALUE[k]}')
+    rules["tags"] = ("tags" + _TAGS, '"tags' + _TAGS)
+    rules["two objects"] = (_TWO_OBJECTS, _TWO_OBJECTS)
     together = [rf'"(?:{"|".join(names)})"\s*:\s*{_BAD_VALUE[k]}' for k, names in by_kind.items()]
-    return rules, "|".join([*together, r'"tags' + _TAGS, _TWO_OBJECTS])
+    return rules, "|".join([*together, '"tags' + _TAGS, _TWO_OBJECTS])
 
 
 RULES = {kind: _rules(kind)[0] for kind in SCHEMAS}
 SUSPECT = {kind: _rules(kind)[1] for kind in SCHEMAS}
-_RULES_PY = {kind: {name: re.compile(rx.encode()) for name, rx in rules.items()} for kind, rules in RULES.items()}
+_RULES_PY = {kind: {name: re.compile(rx[1].encode()) for name, rx in rules.items()} for kind, rules in RULES.items()}
 MAX_LEARNED = 3  # past this many rules, separate scans cost more than one scan with SUSPECT
 FORGET_AFTER = 8  # chunks: a learned rule that has matched nothing for this long is dropped
 SCAN_GROUP = 64  # records per element in the first scan; only elements that match are looked into
@@ -127,8 +132,8 @@ class BatchDecoder:
         # `null` crashes its reader), canonical by the adapters' rule (event_id, no usage).
         fast = [
             i for i, v in enumerate(values)
-            if v[:1] == b"{" and b'"event_id"' in v and b'"usage"' not in v and b"\n" not in v
-            and len(v) <= MAX_RECORD_BYTES
+            if len(v) <= MAX_RECORD_BYTES and v[:1] == b"{" and b'"event_id"' in v and b'"usage"' not in v
+            and b"\n" not in v
         ]  # fmt: skip
         slow = sorted(set(range(len(values))) - set(fast)) if len(fast) != len(values) else []
         tables: list[pa.Table] = []
@@ -219,10 +224,10 @@ class BatchDecoder:
         if names is not None and len(names) > MAX_LEARNED:
             names = None
         scan = _Scan(lines, data)
-        at, hits = scan.match([SUSPECT[kind]] if names is None else [RULES[kind][n] for n in names])
+        at, hits = scan.match([(SUSPECT[kind],) * 2] if names is None else [RULES[kind][n] for n in names])
         if 2 * len(at) > len(lines):
             other = "str" if kind == "int" else "int"
-            at2, _ = scan.match([SUSPECT[other]])
+            at2, _ = scan.match([(SUSPECT[other],) * 2])
             if len(at2) < len(at):
                 self._ts_kind, kind, at, names = other, other, at2, None
         if not at:
@@ -322,17 +327,17 @@ class _Scan:
         self.groups = pa.LargeBinaryArray.from_buffers(pa.large_binary(), len(group_offsets) - 1,
                                                        [None, pa.py_buffer(group_offsets), buf])  # fmt: skip
 
-    def match(self, patterns: list[str]) -> tuple[list[int], list[bool]]:
-        """(the positions of the records matching any of `patterns`, ascending; per pattern,
-        whether it matched any)."""
+    def match(self, rules: list[tuple[str, str]]) -> tuple[list[int], list[bool]]:
+        """(the positions of the records matching any of `rules`, ascending; per rule, whether
+        it matched any). A rule is (loose expression for the groups, exact one for records)."""
         found = np.zeros(self.n, dtype=bool)
         hits = []
-        for pattern in patterns:
+        for loose, exact in rules:
             hit = False
-            groups = pc.match_substring_regex(self.groups, pattern).to_numpy(zero_copy_only=False)
+            groups = pc.match_substring_regex(self.groups, loose).to_numpy(zero_copy_only=False)
             for g in np.flatnonzero(groups).tolist():
                 start = g * SCAN_GROUP
-                m = pc.match_substring_regex(self.records.slice(start, SCAN_GROUP), pattern)
+                m = pc.match_substring_regex(self.records.slice(start, SCAN_GROUP), exact)
                 m = m.to_numpy(zero_copy_only=False)
                 found[start : start + len(m)] |= m
                 hit = hit or bool(m.any())

@@ -339,6 +339,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     # times per batch (half the decode cost, measured). Nothing on this path makes cycles that
     # matter, so collection runs once per flush instead (Pipeline.flush).
     gc.disable()
+    # What exists now (modules, the catalog) lives as long as the process: out of the collector's
+    # sight, so the collection after each flush scans only what the batches made (7% of a
+    # flush's time was spent rescanning it, measured with cProfile).
+    gc.freeze()
     progress = None if args.quiet else Progress()
     dlq = _dead_letter_producer(cfg) if cfg.get("kafka", "dead_letter_topic") else None
     enrich = cfg.hierarchy.fill if cfg.hierarchy is not None and cfg.hierarchy.virtual_keys else None

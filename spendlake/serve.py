@@ -56,6 +56,7 @@ class Service:
     minute_retention_days: int = 3
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dirty: threading.Event = field(default_factory=threading.Event)
+    _stopping: threading.Event = field(default_factory=threading.Event)  # roll() ends its round
     _published_at: float = 0.0
     metrics_port: int | None = None
 
@@ -104,14 +105,18 @@ class Service:
             self.scheduler.add_job(self.alerts.run_report, args=[sched], id=f"report-{i}-catch-up")
 
     def roll(self) -> None:
-        """Rollup updates (and the jobs that follow each) until no flush landed meanwhile. Never
-        raises: a failure is logged and the next tick tries again."""
+        """Rollup updates (and the jobs that follow each) until one finds nothing new: no flush
+        of this process landed meanwhile and the lake held no new file (other writers, e.g.
+        `spendlake ingest` processes, land into the same lake and have no way to call
+        after_flush). Under a steady stream that is back to back, and each update takes all that
+        landed during the one before (a bigger batch costs less per event). Never raises: a
+        failure is logged and the next tick tries again."""
         assert self.rollup is not None
         with self._lock:
-            for _ in range(100):  # bounded: the interval tick catches up on anything left
+            while not self._stopping.is_set():
                 self._dirty.clear()
-                self._roll_once()
-                if not self._dirty.is_set():
+                found = self._roll_once()
+                if not (found or self._dirty.is_set()):
                     break
                 if time.monotonic() - self._published_at >= PUBLISH_EVERY_S:
                     self._publish()
@@ -130,7 +135,8 @@ class Service:
         except Exception:
             log.exception("publishing the rollups failed; retrying at the next tick")
 
-    def _roll_once(self) -> None:
+    def _roll_once(self) -> bool:
+        """One update and the jobs after it; whether it found new or rewritten lake files."""
         assert self.rollup is not None
         try:
             stats = self.rollup.update(publish=False)
@@ -142,10 +148,12 @@ class Service:
             if stats.events_added or stats.days_recomputed:
                 log.info("rolled up %d new events (%d duplicates) in %.2f s, then alert rules in %.2f s",
                          stats.events_added, stats.duplicates, stats.seconds, time.perf_counter() - t0)  # fmt: skip
+            return bool(stats.files_new or stats.files_rewritten)
         except Exception:
             with self.health.lock:
                 self.health.rollup_failures += 1
             log.exception("rollup failed; retrying at the next tick")
+            return False
 
     def after_flush(self, committed: Any = None) -> None:
         """Called on the lake writer's thread once a batch is visible: check its budgets (on
@@ -176,10 +184,13 @@ class Service:
         return probe
 
     def stop(self) -> None:
+        self._stopping.set()  # a round under a steady stream of other writers' files ends now
         if self.scheduler is not None and self.scheduler.running:
             self.scheduler.shutdown(wait=True)
         if self.rollup is not None:
-            self.roll()  # what the last flush landed
+            with self._lock:  # what the last flush landed (once: other writers may go on landing)
+                self._roll_once()
+                self._publish()
             if self.alerts is not None:
                 self.alerts.stop()
             self.rollup.close()

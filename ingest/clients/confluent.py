@@ -43,7 +43,8 @@ FETCH = {
     "max.partition.fetch.bytes": 4 * 1024 * 1024,
     "fetch.wait.max.ms": 200,
     "queued.max.messages.kbytes": 32 * 1024,
-    "queued.min.messages": 50_000,
+    # queued.min.messages stays at librdkafka's 100,000: at 50,000 a bare consume loop over 1M
+    # events ran at about half the speed (bench/ingest.py's (d), measured)
 }
 
 
