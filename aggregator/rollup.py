@@ -515,17 +515,15 @@ class Rollup:
                         continue  # nothing appended to this table on that date
                     scope = "day = ?" + (" AND bucket BETWEEN ? AND ?" if span else "")
                     params = [day, *(span or ())]
-                    # Only the rows of keys that have more than one are rewritten: found from the
-                    # key columns alone, then addressed by rowid (stable within the transaction).
-                    c.execute(f"CREATE OR REPLACE TEMP TABLE repeated AS SELECT unnest(list(rowid)) AS rid "
+                    # Only the rows of keys that have more than one are rewritten: merged in one
+                    # pass, which also lists their rowids (stable within the transaction).
+                    c.execute(f"CREATE OR REPLACE TEMP TABLE merged AS SELECT {keys}, {agg}, list(rowid) AS rids "
                               f"FROM rollup_{t.name} WHERE {scope} GROUP BY {keys} HAVING count(*) > 1", params)  # fmt: skip
-                    if not c.execute("SELECT count(*) FROM repeated").fetchall()[0][0]:  # type: ignore[index]
+                    if not c.execute("SELECT count(*) FROM merged").fetchall()[0][0]:  # type: ignore[index]
                         continue
-                    inside = f"{scope} AND rowid IN (SELECT rid FROM repeated)"
-                    c.execute(f"CREATE OR REPLACE TEMP TABLE merged AS SELECT {keys}, {agg} FROM rollup_{t.name} "
-                              f"WHERE {inside} GROUP BY ALL", params)  # fmt: skip
-                    c.execute(f"DELETE FROM rollup_{t.name} WHERE {inside}", params)
-                    c.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT * FROM merged")
+                    c.execute(f"DELETE FROM rollup_{t.name} WHERE {scope} AND rowid IN (SELECT unnest(rids) FROM merged)",
+                              params)  # fmt: skip
+                    c.execute(f"INSERT INTO rollup_{t.name} BY NAME SELECT * EXCLUDE (rids) FROM merged")
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")

@@ -29,7 +29,7 @@ def reference(values: list[bytes]) -> tuple[list[dict[str, Any]], list[int], lis
             continue
         rows.append(row)
         at.append(i)
-    cols = list(zip(*rows)) if rows else [[] for _ in ROW_FIELDS]
+    cols: list[Any] = list(zip(*rows)) if rows else [[] for _ in ROW_FIELDS]
     table = pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, EVENT_SCHEMA)], schema=EVENT_SCHEMA)
     return table.to_pylist(), at, bad
 
@@ -42,7 +42,7 @@ def reference_table(values: list[bytes]) -> tuple[pa.Table, list[int], list[tupl
             at.append(i)
         except BadRecord as exc:
             bad.append((i, str(exc)))
-    cols = list(zip(*rows)) if rows else [[] for _ in ROW_FIELDS]
+    cols: list[Any] = list(zip(*rows)) if rows else [[] for _ in ROW_FIELDS]
     return pa.Table.from_arrays([pa.array(c, type=f.type) for c, f in zip(cols, EVENT_SCHEMA)], schema=EVENT_SCHEMA), at, bad
 
 
