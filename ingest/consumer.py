@@ -12,12 +12,17 @@ Order of effects, which is the whole exactly-once argument (contract 2):
 4. Only then are offsets committed to Kafka, explicitly, as `last + 1`. A failed commit is logged
    and retried with the next flush: the lake, not the group, is the truth.
 
-Writing overlaps polling: a full batch is handed to one writer thread (Arrow parsing, pricing
-and Parquet compression mostly run outside the GIL) while this thread goes on fetching the next
-one. At most one batch is in flight: before handing over the next, we wait for the last — that
-wait is the backpressure. All Kafka calls (poll, seek, commit) stay on this thread.
+Writing overlaps polling, in two stages: a full batch is decoded and priced on one thread
+(`Pipeline.prepare`) while the batch before it is written to the lake on another
+(`Pipeline.commit`: Parquet, fsync, manifest, mostly outside the GIL), and this thread goes on
+fetching the next. At most two batches are with the writers; before handing over a third, we
+wait for the oldest — that wait is the backpressure. Results are acted on oldest first, so
+offsets are committed in order. All Kafka calls (poll, seek, commit) stay on this thread. A
+batch whose range the lake already holds (another member wrote it) is discarded and the
+partition sought past it; a batch after it that was already in flight is refused the same way
+if its range is held too, or lands if it directly follows what is held — never twice.
 
-On revocation the in-flight batch and the pending buffers of the revoked partitions are written
+On revocation the in-flight batches and the pending buffers of the revoked partitions are written
 first, so the member that gets them next finds them in the lake.
 
 Kafka is reached only through `ingest.clients.Consumer` (kafka-python or confluent-kafka), so
@@ -35,6 +40,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ingest.clients import CommitFailed, Consumer, KafkaSettings
@@ -47,7 +53,8 @@ MAX_POLL_RECORDS = 10_000
 UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
 SETTLE_S = 15.0  # session timeout + a heartbeat + margin: a dead member's partitions move by then
 REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
-CAUGHT_UP_EVERY_S = 0.5  # how often a quiet consumer asks the broker where the partitions end
+CAUGHT_UP_EVERY_S = 0.5
+MAX_INFLIGHT = 2  # batches with the writers: one being decoded and priced, one being written  # how often a quiet consumer asks the broker where the partitions end
 
 
 class KafkaIngestor:
@@ -80,8 +87,9 @@ class KafkaIngestor:
         self._assigned_at = clock()
         self._rebalancing = False
         self._rejoin_after = REJOIN_AFTER_S
+        self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-prepare")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
-        self._inflight: Future[list[Committed]] | None = None
+        self._inflight: deque[Future[list[Committed]]] = deque()  # oldest first
         self.first_batch_at: float | None = None  # clock() when the first batch became visible
 
     def install_signal_handlers(self) -> None:
@@ -108,8 +116,8 @@ class KafkaIngestor:
                 if polled:
                     self._last_record = self.clock()
                     self._caught_up_since = None
-                if self._inflight is not None and self._inflight.done():
-                    self._wait()
+                while self._inflight and self._inflight[0].done():
+                    self._wait_one()
                 if self.pipeline.should_flush():
                     self._flush_async()
                 elif self._uncommitted:
@@ -122,6 +130,7 @@ class KafkaIngestor:
             self._flush()
             self._final_commit()
         finally:
+            self._preparer.shutdown(wait=True)
             self._writer.shutdown(wait=True)
             self.consumer.close()
         return self._ever_assigned
@@ -160,7 +169,7 @@ class KafkaIngestor:
             log.info("Kafka answers again")
             self._unreachable = False
         behind = [p for p, (low, high) in ends.items() if max(self._position(p), low) < high]
-        if behind or self.pipeline.pending() or self._inflight is not None:
+        if behind or self.pipeline.pending() or self._inflight:
             self._caught_up_since = None
             return False
         if self._caught_up_since is None:
@@ -202,17 +211,25 @@ class KafkaIngestor:
         return False
 
     def _flush_async(self) -> None:
-        self._wait()  # backpressure: one batch in flight at most
-        self._inflight = self._writer.submit(self.pipeline.write, self.pipeline.detach())
+        """Hand the buffered batch to the writers: one thread decodes and prices it while the
+        other writes the previous one to the lake (Parquet, fsync, manifest: mostly outside the
+        GIL), in order. At most MAX_INFLIGHT batches are with them; past that, this thread
+        waits for the oldest — that wait is the backpressure."""
+        while len(self._inflight) >= MAX_INFLIGHT:
+            self._wait_one()
+        prepared = self._preparer.submit(self.pipeline.prepare, self.pipeline.detach())
+        self._inflight.append(self._writer.submit(lambda: self.pipeline.commit(prepared.result())))
+
+    def _wait_one(self) -> None:
+        """Act on the oldest in-flight batch's result, on this side of the writers. A writer
+        failure (the lake is not writable) is re-raised here and stops ingest."""
+        for c in self._inflight.popleft().result():
+            self._after_commit(c)
 
     def _wait(self, commit: bool = True) -> None:
-        """Wait for the in-flight batch, then act on its result on this side of the writer.
-        A writer failure (the lake is not writable) is re-raised here and stops ingest."""
-        if self._inflight is None:
-            return
-        done, self._inflight = self._inflight.result(), None
-        for c in done:
-            self._after_commit(c)
+        """Wait for every in-flight batch, oldest first, then commit their offsets."""
+        while self._inflight:
+            self._wait_one()
         if commit:
             self._commit()
 

@@ -62,6 +62,18 @@ class _Buffer:
     last: int = -1
 
 
+@dataclass
+class _Prepared:
+    """A batch decoded and priced, ready for the lake."""
+
+    buf: _Buffer
+    events: pa.Table
+    dates: pa.Array | None
+    dead: pa.Table | None
+    dead_letters: list[tuple[int, bytes | None, bytes, str, str]]
+    now: float
+
+
 @dataclass(frozen=True)
 class Committed:
     stream: str
@@ -194,20 +206,35 @@ class Pipeline:
         """Decode, price and commit detached buffers, one lake batch each. Touches only the
         buffers given, the lake and the counters: safe to run beside `add` on another thread,
         one `write` at a time."""
-        done: list[Committed] = []
+        return self.commit(self.prepare(buffers))
+
+    def prepare(self, buffers: list[_Buffer]) -> list[_Prepared]:
+        """The first half of `write`: decode, validate and price (mostly Python and Arrow
+        compute). One `prepare` at a time (the decoder learns from the chunks it sees)."""
         now = self.clock()
-        logged = 0
+        out = []
         for buf in buffers:
-            stream, partition = buf.stream, buf.partition
             decoded, rows_at, bad = self._decoder.decode(buf.values)
             events, dates = self._event_table(buf, decoded, rows_at, now)
             dead_letters = [(buf.offsets[i], buf.keys[i], buf.values[i] if e.evidence is None else e.evidence,
                              e.field, str(e)) for i, e in bad]  # fmt: skip
             dead = self._dead_table(buf, dead_letters, now) if dead_letters else None
+            out.append(_Prepared(buf, events, dates, dead, dead_letters, now))
+        return out
+
+    def commit(self, prepared: list[_Prepared]) -> list[Committed]:
+        """The second half of `write`: Parquet, fsync, the manifest (mostly outside the GIL), in
+        the order given. One `commit` at a time; it may run beside the next batch's `prepare`
+        (consumer.py does), since it touches only its own batches, the lake and the counters."""
+        done: list[Committed] = []
+        logged = 0
+        for p in prepared:
+            buf, events, dead, dead_letters = p.buf, p.events, p.dead, p.dead_letters
+            stream, partition = buf.stream, buf.partition
             try:
                 manifest = self.lake.commit(
-                    stream, partition, buf.first, buf.last, events, dates, dead,
-                    _utc_date(now),
+                    stream, partition, buf.first, buf.last, events, p.dates, dead,
+                    _utc_date(p.now),
                 )  # fmt: skip
             except LakeConflict as exc:
                 log.warning("%s", exc)
@@ -227,6 +254,7 @@ class Pipeline:
             done.append(Committed(stream, partition, buf.last + 1, manifest))
         if logged > DEAD_LOG_PER_FLUSH:
             log.warning("... and %d more dead letters in this flush", logged - DEAD_LOG_PER_FLUSH)
+        prepared.clear()  # the batches' buffers die here, before the collection below
         if not gc.isenabled():
             gc.collect()  # the process runs with automatic GC off (see cli); buffers just died
         if self.on_written is not None and done:
