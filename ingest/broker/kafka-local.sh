@@ -35,8 +35,7 @@ HEAP="${KAFKA_HEAP_OPTS:--Xms256m -Xmx512m}"
 CP="$LIBS/*"
 
 say() { echo "kafka-local: $*" >&2; }
-tool() { "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" -cp "$CP" "$@"; }
-running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+. "$HERE/common.sh"
 
 fetch_libs() {
   if [ -f "$LIBS/.complete" ]; then return 0; fi
@@ -70,29 +69,7 @@ answers() {
 start() {
   if running; then say "already running (pid $(cat "$PIDF")) on $BOOT"; return 0; fi
   fetch_libs; write_conf; format_once
-  : >"$OUT"
-  # setsid: the broker must not die with the shell or test process that started it.
-  setsid nohup "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dkafka.logs.dir="$LOGS" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-    -cp "$CP" kafka.Kafka "$CONF" >"$OUT" 2>&1 </dev/null &
-  echo $! >"$PIDF"
-  for _ in $(seq 1 240); do                                   # up to 120 s
-    if grep -q 'Kafka Server started' "$OUT" 2>/dev/null && answers; then
-      say "ready on $BOOT (pid $(cat "$PIDF"), data $DATA)"; return 0
-    fi
-    running || { say "broker died during start:"; tail -40 "$OUT" >&2; exit 1; }
-    sleep 0.5
-  done
-  say "timed out waiting for the broker:"; tail -40 "$OUT" >&2; exit 1
-}
-
-stop() {
-  running || { rm -f "$PIDF"; return 0; }
-  local pid; pid="$(cat "$PIDF")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$PIDF"; say "stopped"
+  launch "ready on $BOOT, data $DATA"
 }
 
 case "${1:-}" in

@@ -45,8 +45,7 @@ CP="$LIBS/*"
 DAYS=30
 
 say() { echo "kafka-secure: $*" >&2; }
-tool() { "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" -cp "$CP" "$@"; }
-running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+. "$HERE/common.sh"
 secret() { openssl rand -hex 16; }
 
 fetch_libs() {
@@ -142,30 +141,7 @@ answers() {  # over SASL_SSL with SCRAM: proves the certificates and the users, 
 start() {
   if running; then say "already running (pid $(cat "$PIDF")) on $BOOT"; return 0; fi
   fetch_libs; certs; load_secrets; write_conf; format_once
-  : >"$OUT"
-  # setsid: the broker must not die with the shell or test process that started it.
-  setsid nohup "$JAVA" $HEAP -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -Djava.awt.headless=true \
-    -Dkafka.logs.dir="$LOGS" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-    -cp "$CP" kafka.Kafka "$CONF" >"$OUT" 2>&1 </dev/null &
-  echo $! >"$PIDF"
-  for _ in $(seq 1 240); do                                   # up to 120 s
-    if grep -q 'Kafka Server started' "$OUT" 2>/dev/null && answers; then
-      say "ready: SASL_SSL $BOOT, mTLS 127.0.0.1:$MPORT, PLAINTEXT $INTERNAL (pid $(cat "$PIDF"), run dir $RUN)"
-      return 0
-    fi
-    running || { say "broker died during start:"; tail -40 "$OUT" >&2; exit 1; }
-    sleep 0.5
-  done
-  say "timed out waiting for the broker:"; tail -40 "$OUT" >&2; exit 1
-}
-
-stop() {
-  running || { rm -f "$PIDF"; return 0; }
-  local pid; pid="$(cat "$PIDF")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$PIDF"; say "stopped"
+  launch "ready: SASL_SSL $BOOT, mTLS 127.0.0.1:$MPORT, PLAINTEXT $INTERNAL, run dir $RUN"
 }
 
 print_env() {
