@@ -53,8 +53,8 @@ MAX_POLL_RECORDS = 10_000
 UNASSIGNED_GRACE_S = 45.0  # > 2 x session timeout: long enough for a dead member to be evicted
 SETTLE_S = 15.0  # session timeout + a heartbeat + margin: a dead member's partitions move by then
 REJOIN_AFTER_S = 15.0  # > session timeout: an empty assignment this long is kafka-python's race
-CAUGHT_UP_EVERY_S = 0.5
-MAX_INFLIGHT = 2  # batches with the writers: one being decoded and priced, one being written  # how often a quiet consumer asks the broker where the partitions end
+CAUGHT_UP_EVERY_S = 0.5  # how often a quiet consumer asks the broker where the partitions end
+MAX_INFLIGHT = 2  # batches with the writers: one being decoded and priced, one being written
 
 
 class KafkaIngestor:
