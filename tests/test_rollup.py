@@ -873,3 +873,152 @@ def test_a_state_from_before_models_hourly_is_backfilled_once(tmp_path: Path) ->
         assert r.update().days_published == []
     assert_published_equals_state(lake)
     assert_hourly_trend_is_the_truth(lake)
+
+
+# --- 11. exactly once across many small updates (the in-memory seen index) ------------------------
+
+
+def assert_equal_states(a: duckdb.DuckDBPyConnection, b: duckdb.DuckDBPyConnection) -> None:
+    """Two compacted states hold the same keys with the same measures (floats to 1e-9)."""
+    for n in NAMES:
+        ga, gb = keyed(n, table_rows(a, f"rollup_{n}")), keyed(n, table_rows(b, f"rollup_{n}"))
+        assert set(ga) == set(gb), (n, set(ga) ^ set(gb))
+        for k, row in gb.items():
+            assert_measures(ga[k], {m: row[m] for m in MEASURES}, (n, k))
+
+
+def raw_totals(lake: Path) -> tuple[int, float]:
+    """Straight SQL over the lake: events (one per UTC date and event_id, the earliest ingested
+    copy) and their cost."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    n, cost = con.execute(
+        f"""SELECT count(*), sum(cost_usd) FROM (
+              SELECT * FROM read_parquet('{lake}/events/*/*.parquet')
+              QUALIFY row_number() OVER (PARTITION BY "timestamp"::DATE, event_id
+                                         ORDER BY ingested_at, source_topic, source_partition, source_offset) = 1)"""
+    ).fetchone()  # type: ignore[misc]
+    con.close()
+    return n, cost
+
+
+def test_many_small_updates_count_each_event_once_and_equal_a_rollup_from_scratch(tmp_path: Path) -> None:
+    """Eight files, each rolled up on its own by one long-lived Rollup (as serve does), with a
+    restart in the middle. Each file repeats events of earlier files (another batch: the seen
+    index must know them, after the restart from the seen table) and holds copies of its own
+    events (one batch, one ingested_at: the first line counts); one file is a late retry of
+    an old date's events. The result equals a rollup of the whole lake from scratch and plain
+    SQL over the raw files, to the cent; status.json counts the same events."""
+    lake = tmp_path / "lake"
+    now = datetime.now(UTC).replace(microsecond=0)
+    old_day_ms = ms(now - timedelta(days=9))  # past the minute retention: the other path
+    sent: list[dict[str, Any]] = []
+    r = Rollup(lake)
+    try:
+        for k in range(8):
+            new = [event(k * 100 + i, timestamp=ms(now - timedelta(hours=5 - k * 0.5)) + i * 700) for i in range(30)]
+            if k == 0:
+                new += [event(900 + i, timestamp=old_day_ms + i * 1000) for i in range(10)]
+            retries = [dict(e, output_tokens=1, latency_ms=99999.0) for e in sent[k * 7 % max(1, len(sent)) :][:9]]
+            if k == 5:  # days later, a retry of the old date's events: that date's set is loaded again
+                retries += [dict(e, output_tokens=2) for e in sent if e["event_id"] >= "evt-000000900"][:5]
+            own_copies = [dict(e, output_tokens=3) for e in new[::6]]  # later lines of the same file
+            ingest_events(lake, new + retries + own_copies, f"f{k}.jsonl")
+            if k == 4:  # a restart: the index starts empty and loads each date from the seen table
+                r.close()
+                r = Rollup(lake)
+                r._seen.max_entries = 1  # and keeps only the date in use: every date is loaded again
+            s = r.update(publish=k % 3 == 2)
+            assert s.events_added == len(new), (k, s)
+            assert s.duplicates == len(retries) + len(own_copies), (k, s)
+            sent += new
+        r.publish()
+        status = orjson.loads((lake / "_rollups" / "status.json").read_bytes())
+        assert status["events"] == status["published_events"] == len(sent)
+        assert_rollup_matches_truth(r.con, lake)
+        (events, cost) = r.con.execute("SELECT sum(requests), sum(cost_usd) FROM rollup_daily").fetchone()  # type: ignore[misc]
+        raw_n, raw_cost = raw_totals(lake)
+        assert events == raw_n == len(sent)
+        assert round(cost, 2) == round(raw_cost, 2) and math.isclose(cost, raw_cost, rel_tol=1e-9)
+        scratch = tmp_path / "scratch"
+        (scratch / "events").mkdir(parents=True)
+        for d in (lake / "events").iterdir():
+            (scratch / "events" / d.name).symlink_to(d)
+        with Rollup(scratch) as fresh:
+            assert fresh.update().events_added == len(sent)
+            assert_equal_states(r.con, fresh.con)
+    finally:
+        r.close()
+
+
+def test_a_retry_in_a_later_batch_after_the_date_left_memory_counts_once(tmp_path: Path) -> None:
+    """The same event_id in two batches of two different files, the second after other dates
+    pushed the first's date out of the in-memory index: the second copy is found in the seen
+    table and counts nothing; a new event of that date still counts."""
+    lake = tmp_path / "lake"
+    first = [spread(i, days=1) for i in range(10)]  # 2025-11-28
+    ingest_events(lake, first, "a.jsonl")
+    with Rollup(lake) as r:
+        r._seen.max_entries = 5
+        assert r.update().events_added == 10
+        other = [event(100 + i, timestamp=BASE_MS + 2 * DAY_MS + i * 1000) for i in range(8)]  # 2025-11-30
+        ingest_events(lake, other, "b.jsonl")
+        assert r.update().events_added == 8
+        assert date(2025, 11, 28) not in r._seen.days  # evicted: 18 hashes > 5
+        ingest_events(lake, [dict(first[4], output_tokens=1), event(50, timestamp=BASE_MS + 50_000)], "c.jsonl")
+        s = r.update()
+        assert (s.events_added, s.duplicates) == (1, 1)
+        assert_rollup_matches_truth(r.con, lake)
+        assert r.con.execute("SELECT sum(requests) FROM rollup_daily").fetchone() == (19,)
+
+
+def test_a_failed_update_leaves_the_index_as_the_table(tmp_path: Path) -> None:
+    """A hook fails inside a date's transaction: nothing of it is kept, neither in the state nor
+    in the in-memory index, so the next update counts those events (once) and their retries
+    after that count nothing."""
+    lake = tmp_path / "lake"
+    ingest_events(lake, [spread(i, days=1) for i in range(5)], "a.jsonl")
+    calls = [0]
+
+    def flaky(con: duckdb.DuckDBPyConnection, table: str) -> None:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("hook failed")
+
+    with Rollup(lake, event_hooks=[flaky]) as r:
+        assert r.update().events_added == 5
+        b = [spread(i, days=1) for i in range(5, 12)]
+        ingest_events(lake, b, "b.jsonl")
+        with pytest.raises(RuntimeError):
+            r.update()
+        s = r.update()
+        assert (s.files_new, s.events_added, s.duplicates) == (1, 7, 0)
+        ingest_events(lake, [dict(e, output_tokens=1) for e in b], "c.jsonl")
+        assert (r.update().events_added, r.con.execute("SELECT count(*) FROM seen").fetchone()) == (0, (12,))
+        assert orjson.loads((lake / "_rollups" / "status.json").read_bytes())["events"] == 12
+        assert sum(len(s) for s in r._seen.days.values()) == 12  # each counted event's hash held once
+        assert_rollup_matches_truth(r.con, lake)
+
+
+def test_seen_index_is_exact_on_all_128_bits() -> None:
+    """DaySet against a Python set: keys sharing their upper 64 bits (a run to scan), keys in the
+    base, the delta and not yet sorted in, and keys absent."""
+    import numpy as np
+
+    from aggregator.seen import DaySet
+
+    rng = np.random.default_rng(3)
+    hi = rng.integers(1, 2**63, 5000, dtype=np.uint64)
+    hi[100:110] = hi[99]  # eleven keys with one upper half
+    lo = rng.integers(1, 2**63, 5000, dtype=np.uint64)
+    s = DaySet(hi[:2000], lo[:2000])
+    for a, b in ((2000, 2100), (2100, 2150), (2150, 4000)):  # delta, pending, a merge into the base
+        s.add(hi[a:b], lo[a:b])
+        assert len(s) == b
+    held = set(zip(hi[:4000].tolist(), lo[:4000].tolist()))
+    q_hi = np.concatenate([hi, hi[:50], np.full(5, hi[99], np.uint64)])
+    q_lo = np.concatenate([lo, lo[:50] ^ np.uint64(1), rng.integers(1, 2**63, 5, dtype=np.uint64)])
+    got = s.contains(q_hi, q_lo)
+    want = np.array([(h, lo_) in held for h, lo_ in zip(q_hi.tolist(), q_lo.tolist())])
+    assert (got == want).all()
+    assert got[100:110].all() and not got[-5:].any() and not got[-55:-5].any()
