@@ -21,7 +21,7 @@ import importlib.util
 import os
 import socket
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import IO, Protocol
 
@@ -202,11 +202,9 @@ def instance_id(settings: KafkaSettings, long_running: bool) -> str | None:
 
 def recognised(exc: BaseException | str) -> str | None:
     """The security layer's one-line reading of an authentication or TLS failure, else None."""
-    from ingest.clients import security
+    from ingest.clients.security import describe_failure
 
-    text = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
-    describe_failure: Callable[[str], str | None] | None = getattr(security, "describe_failure", None)
-    return describe_failure(text) if describe_failure is not None else None
+    return describe_failure(exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}")
 
 
 def describe(exc: BaseException | str, settings: KafkaSettings) -> str:

@@ -187,7 +187,7 @@ def _classify(text: str, sec: KafkaSecurity | None) -> str | None:
         reason = _VERIFY_REASON.search(text)
         ca = (f"ssl_cafile {sec.ssl_cafile}" if sec is not None and sec.ssl_cafile
               else "ssl_cafile (not set: the system's CAs were used)")  # fmt: skip
-        return (f"the Kafka broker's TLS certificate is not trusted"
+        return ("the Kafka broker's TLS certificate is not trusted"
                 + (f" ({reason.group(1).lower()})" if reason else "")
                 + f": check {ca}, it must hold the CA that signed the broker's certificate")  # fmt: skip
     if _CLIENT_CERT_REFUSED.search(text):
