@@ -130,11 +130,14 @@ class BatchDecoder:
         Rows come out in index order; an OTLP record's rows share its index (and so do its bad
         spans in `bad`)."""
         # Candidates: one JSON object per value (Arrow splits on newlines, and a buffer of only
-        # `null` crashes its reader), canonical by the adapters' rule (event_id, no usage).
+        # `null` crashes its reader), canonical by the adapters' rule (event_id, no usage). A
+        # value not ending in `}` (cut short, or trailing space) takes the per-record path at
+        # once: Arrow's error does not name the row of a truncated record, and isolating it by
+        # halving cost ~30 good neighbours on the slow path each (measured on bench/ingest.py's mix).
         fast = [
             i for i, v in enumerate(values)
-            if len(v) <= MAX_RECORD_BYTES and v[:1] == b"{" and b'"event_id"' in v and b'"usage"' not in v
-            and b"\n" not in v
+            if len(v) <= MAX_RECORD_BYTES and v[:1] == b"{" and v[-1:] == b"}" and b'"event_id"' in v
+            and b'"usage"' not in v and b"\n" not in v
         ]  # fmt: skip
         slow: list[int] = []
         if len(fast) != len(values):
