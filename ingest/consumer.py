@@ -44,7 +44,6 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ingest.clients import CommitFailed, Consumer, KafkaSettings
-from ingest.clients.kafka_python import FETCH  # noqa: F401  (bench/ingest.py's bare loop reads it here)
 from ingest.pipeline import Committed, Pipeline
 
 log = logging.getLogger("spendlake.ingest")
@@ -90,7 +89,6 @@ class KafkaIngestor:
         self._preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-prepare")
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lake-writer")
         self._inflight: deque[Future[list[Committed]]] = deque()  # oldest first
-        self.first_batch_at: float | None = None  # clock() when the first batch became visible
 
     def install_signal_handlers(self) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -250,8 +248,6 @@ class KafkaIngestor:
                 self.consumer.seek(c.partition, nxt)
                 self._next[c.partition] = nxt
             return
-        if self.first_batch_at is None:
-            self.first_batch_at = self.clock()
         self._uncommitted[c.partition] = c.next_offset
 
     def _commit(self) -> None:
