@@ -193,11 +193,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     # (an unreachable broker, refused credentials, a failed commit). -v shows it all.
     logging.getLogger("kafka").setLevel(logging.INFO if args.verbose else logging.CRITICAL)
     logging.getLogger("spendlake.rdkafka").setLevel(logging.DEBUG if args.verbose else logging.CRITICAL)
+    logging.getLogger("botocore").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # "Found credentials in ..."
+    logging.getLogger("boto3").setLevel(logging.DEBUG if args.verbose else logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
+        mirror = _mirror_remote_lake(args)
+        if mirror is not None:
+            started = time.time()
+            code = _run_verb(args)
+            _push_remote_lake(args, mirror, started)
+            return code
         if _reads_lake(args):
             cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
             require_lake(cfg.get("lake", "path"), _lake_origin(args, cfg))
+        return _run_verb(args)
+    except settings_mod.ConfigError as exc:
+        sys.stderr.write(f"spendlake: {exc}\n")
+        return EXIT_USAGE
+    except SpendlakeError as exc:
+        sys.stderr.write(f"spendlake: {exc}\n")
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+
+
+def _mirror_remote_lake(args: argparse.Namespace) -> Any:
+    """For a command other than ingest, serve and demo on an `s3://` lake: pull its local mirror
+    and point the command at it (spendlake/lakes.py). None for a local lake."""
+    if args.verb in ("ingest", "serve", "demo") or not hasattr(args, "lake"):
+        return None
+    if args.verb == "price" and args.lake is None and args.config is None:
+        return None
+    if args.verb == "alerts" and args.alerts_verb == "test":
+        return None
+    from spendlake import lakes
+
+    cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+    try:
+        if lakes.store_of(cfg) is None:
+            return None
+        mirror = lakes.pull(cfg, require=_reads_lake(args))
+    except ValueError as exc:
+        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    args.lake = str(mirror.root)
+    return mirror
+
+
+def _push_remote_lake(args: argparse.Namespace, mirror: Any, started: float) -> None:
+    """What a command wrote into the mirror goes back to the store: published rollups, an
+    imported catalog, a reprice's replaced files (recorded in _changes/ for other mirrors)."""
+    from spendlake import lakes
+
+    if args.verb == "reprice":
+        mirror.record_replaced(lakes.newest_reprice_journal(mirror.root, started))
+    if args.verb in ("reprice", "rollup", "pricing"):  # readers (query, budgets, report) publish nothing
+        mirror.push()
+
+
+def _run_verb(args: argparse.Namespace) -> int:
+    try:
         if args.verb == "ingest":
             return cmd_ingest(args)
         if args.verb == "price":
@@ -334,7 +388,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             raise settings_mod.ConfigError([str(exc)], "command line") from None
     catalog, policy, overrides = _pricing(cfg)
     limits = _limits(cfg)
-    lake = Lake(cfg.get("lake", "path"))
+    from spendlake import lakes
+
+    try:
+        lake = lakes.open_writer(cfg)
+    except ValueError as exc:
+        raise settings_mod.ConfigError([str(exc)], "command line") from None
     # Buffers hold ~10^5 live tuples; CPython's generational GC would rescan them thousands of
     # times per batch (half the decode cost, measured). Nothing on this path makes cycles that
     # matter, so collection runs once per flush instead (Pipeline.flush).
@@ -518,7 +577,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     catalog, policy, overrides = _pricing(cfg)
     hierarchy = cfg.hierarchy
     assert hierarchy is not None
-    lake_path = cfg.get("lake", "path")
+    from spendlake import lakes
+
+    try:
+        store = lakes.store_of(cfg)
+    except ValueError as exc:
+        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    mirror = None
+    if store is None:
+        lake_path = lakes.local_path(cfg)
+    else:  # readers (rollups, alerts, /metrics) work on the local mirror; batches are committed to the store
+        mirror = lakes.pull(cfg, require=False)
+        lake_path = str(mirror.root)
     from alerting.config import check_secrets
     from alerting.engine import AlertEngine
 
@@ -538,9 +608,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     service = Service(lake_path, hierarchy, (host, int(port)), interval_s=cfg.evaluation_interval_s,
                       top_virtual_keys=cfg.get("metrics", "top_virtual_keys"),
                       budget_details=cfg.get("metrics", "budget_details"), alerts=engine,
-                      minute_retention_days=cfg.get("aggregator", "minute_retention_days"))  # fmt: skip
+                      minute_retention_days=cfg.get("aggregator", "minute_retention_days"),
+                      mirror=mirror)  # fmt: skip
     limits = _limits(cfg)
-    pipeline = Pipeline(Lake(lake_path), catalog, limits=limits, pricing_policy=policy, overrides=overrides,
+    writer = Lake(lake_path) if mirror is None else lakes.open_writer(cfg, local_copy=mirror.root)
+    pipeline = Pipeline(writer, catalog, limits=limits, pricing_policy=policy, overrides=overrides,
                         enrich=hierarchy.fill, on_written=service.after_flush,
                         otlp_names=cfg.intake_names())  # fmt: skip
     ks = _kafka_settings(cfg)

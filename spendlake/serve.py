@@ -58,6 +58,8 @@ class Service:
     jobs: list[Callable[[Rollup], Any]] = field(default_factory=list)  # run after each rollup
     alerts: Any = None  # alerting.engine.AlertEngine
     minute_retention_days: int = 3
+    mirror: Any = None  # ingest.mirror.Mirror of an object-store lake: pulled each tick, published pushed
+    _pulled_at: float = 0.0
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _dirty: threading.Event = field(default_factory=threading.Event)
     _stopping: threading.Event = field(default_factory=threading.Event)  # roll() ends its round
@@ -118,6 +120,7 @@ class Service:
         failure is logged and the next tick tries again."""
         assert self.rollup is not None
         with self._lock:
+            self._pull()
             while not self._stopping.is_set():
                 self._dirty.clear()
                 if not self._roll_once():  # failed: the next tick tries again
@@ -141,6 +144,24 @@ class Service:
                 log.info("published the rollups of %s in %.2f s", ", ".join(days), time.perf_counter() - t0)
         except Exception:
             log.exception("publishing the rollups failed; retrying at the next tick")
+        if self.mirror is not None:
+            try:
+                self.mirror.push(("_rollups", "_alerts"))
+            except Exception as exc:  # the store is down: the next publish pushes what changed
+                log.warning("pushing the published rollups and alerts to %s failed (%s); retrying at the "
+                            "next tick", self.mirror.store.where.url, exc)  # fmt: skip
+
+    def _pull(self) -> None:
+        """Other writers' batches of an object-store lake into the mirror, at most once per
+        evaluation interval (this process's own batches are copied there as they commit)."""
+        if self.mirror is None or time.monotonic() - self._pulled_at < self.interval_s:
+            return
+        try:
+            self.mirror.pull(published=False)
+            self._pulled_at = time.monotonic()
+        except Exception as exc:
+            log.warning("reading new batches from %s failed (%s); retrying at the next tick",
+                        self.mirror.store.where.url, exc)  # fmt: skip
 
     def _roll_once(self) -> bool:
         """One update and the jobs after it; whether they succeeded."""

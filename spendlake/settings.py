@@ -43,6 +43,8 @@ SCALARS: dict[tuple[str, str], tuple[type, Any]] = {
     ("kafka", "group_instance_id"): (str, "auto"),
     ("lake", "path"): (str, "./lake"),
     ("lake", "timezone"): (str, "UTC"),
+    ("lake", "endpoint_url"): (str, ""),  # an S3-compatible store's endpoint (else AWS_ENDPOINT_URL, else AWS)
+    ("lake", "cache_dir"): (str, ""),  # where an s3:// lake's local mirror lives (default ~/.cache/spendlake/lakes/…)
     ("pricing", "catalog"): (str, "auto"),
     ("pricing", "policy"): (str, "catalog_first"),
     ("ingest", "batch_max_records"): (int, 50_000),

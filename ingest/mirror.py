@@ -1,0 +1,217 @@
+"""A local mirror of an object-store lake: how every reader (rollups, `query`, budgets, reports,
+`/metrics`, reprice) reads it.
+
+Why a mirror rather than DuckDB's own S3 reader: DuckDB reads S3 through its `httpfs` extension,
+which is downloaded at run time and cannot be here (and is not on many locked-down hosts); and
+the readers already speak a local lake, with its sandbox (`query` stays confined to the lake's
+folders) and its incremental rollups keyed by file identity. The mirror follows the manifests,
+never listings of data: a file is fetched only once a manifest names it, and the local manifest
+is written after its files, so a local reader sees a batch whole or not at all. Data objects are
+immutable once committed (a reprice replaces one under the same name and records that in
+`_changes/`), so each is fetched once; an incremental pull costs one LIST per partition, one
+LIST of `_changes/`, and one GET per new manifest and per new file.
+
+The published folders (`_rollups/`, `_alerts/`, `_catalog/`, `_reprice/`) are what `serve`,
+`pricing import` and `reprice` write for other readers: a writer writes them locally and
+`push`es them; a reader `pull`s them. A local copy that changed since it was last pulled or
+pushed is this host's newer output and is never overwritten by a pull.
+
+Cost: the mirror holds what it read, on local disk (`[lake] cache_dir`). `serve` needs every
+date anyway (its rollups and reports); for ad-hoc queries of a very large lake, read it with a
+distributed engine instead (docs/operations.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ingest.lake import Manifest
+from ingest.lake_s3 import MANIFESTS
+from ingest.objectstore import ObjectStore
+
+log = logging.getLogger("spendlake.lake")
+
+PUBLISHED = ("_rollups", "_alerts", "_catalog", "_reprice")
+CHANGES = "_changes"
+STATE = "_mirror.json"  # what was pulled or pushed: {rel: [etag, size, mtime_ns]}, the last change seen
+FETCH_THREADS = 8
+
+
+def default_cache_dir(url: str, endpoint: str | None) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spendlake" / "lakes"
+    digest = hashlib.sha256(f"{url}|{endpoint or ''}".encode()).hexdigest()[:12]
+    bucket = url[len("s3://"):].split("/", 1)[0]
+    return base / f"{bucket}-{digest}"
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+    os.replace(tmp, path)
+
+
+def local_manifest_path(root: Path, m: Manifest) -> Path:
+    return root / MANIFESTS / m.stream / str(m.partition) / f"{m.first:020d}-{m.last:020d}.json"
+
+
+def write_local_batch(root: Path, m: Manifest, blobs: list[tuple[str, bytes]], doc: dict[str, Any]) -> None:
+    """A committed batch into a local lake directory: its files first, then its manifest (in the
+    local lake's naming, with no temps), so a local reader sees it whole or not at all."""
+    for rel, data in blobs:
+        _write_atomic(root / rel, data)
+    local = {**doc, "temps": []}
+    _write_atomic(local_manifest_path(root, m), json.dumps(local).encode())
+
+
+class Mirror:
+    def __init__(self, store: ObjectStore, root: Path) -> None:
+        self.store = store
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        for d in ("events", "dead_letter", MANIFESTS):
+            (root / d).mkdir(exist_ok=True)
+        self._state: dict[str, Any] = self._load_state()
+
+    # --- pulling -------------------------------------------------------------------------------
+
+    def pull(self, published: bool = True) -> int:
+        """Bring the mirror up to the lake: new batches, replaced files, and (with `published`)
+        the published folders. Returns how many objects were fetched."""
+        fetched = self._pull_batches()
+        fetched += self._pull_changes()
+        if published:
+            fetched += self._pull_published()
+        self._save_state()
+        return fetched
+
+    def _pull_batches(self) -> int:
+        todo: list[str] = []
+        for stream in self.store.folders(f"{MANIFESTS}/"):
+            for part in self.store.folders(f"{MANIFESTS}/{stream}/"):
+                prefix = f"{MANIFESTS}/{stream}/{part}/"
+                found = [e.rel for e in self.store.list(prefix, self._state.get("after", {}).get(prefix))]
+                if found:
+                    self._state.setdefault("after", {})[prefix] = found[-1]
+                todo += [rel for rel in found if not self._have_manifest(rel)]
+        if not todo:
+            return 0
+        with ThreadPoolExecutor(FETCH_THREADS) as pool:
+            docs = [json.loads(b) for b in pool.map(self._get_required, todo)]
+            files = [rel for d in docs for rel in d["files"] if not (self.root / rel).exists()]
+            for rel, data in zip(files, pool.map(self._get_required, files)):
+                _write_atomic(self.root / rel, data)
+        for d in docs:
+            m = Manifest(d["stream"], d["partition"], d["first"], d["last"], tuple(d["files"]), d["rows"],
+                         d["dead_letters"])  # fmt: skip
+            _write_atomic(local_manifest_path(self.root, m), json.dumps({**d, "temps": []}).encode())
+        return len(todo) + len(files)
+
+    def _have_manifest(self, rel: str) -> bool:
+        """Whether the local copy already holds the batch of this manifest key (serve copies its
+        own batches there as it commits them)."""
+        d = self.root / rel.rsplit("/", 1)[0]
+        first = rel.rsplit("/", 1)[1].split(".")[0]
+        return any(d.glob(f"{first}-*.json"))
+
+    def _pull_changes(self) -> int:
+        """Apply what `reprice` recorded: re-fetch the files it replaced."""
+        n = 0
+        for e in self.store.list(f"{CHANGES}/", self._state.get("change")):
+            doc = json.loads(self._get_required(e.rel))
+            for rel in doc.get("replaced", []):
+                if (self.root / rel).exists():
+                    _write_atomic(self.root / rel, self._get_required(rel))
+                    n += 1
+            self._state["change"] = e.rel
+        return n
+
+    def _pull_published(self) -> int:
+        known: dict[str, list[Any]] = self._state.setdefault("files", {})
+        n = 0
+        for top in PUBLISHED:
+            for e in self.store.list(f"{top}/"):
+                path = self.root / e.rel
+                rec = known.get(e.rel)
+                if path.exists():
+                    st = path.stat()
+                    if rec is None or [st.st_size, st.st_mtime_ns] != rec[1:]:
+                        continue  # this host wrote it since: ours is newer
+                    if rec[0] == e.etag:
+                        continue
+                data = self.store.get(e.rel)
+                if data is None:
+                    continue  # replaced or removed meanwhile
+                _write_atomic(path, data)
+                st = path.stat()
+                known[e.rel] = [e.etag, st.st_size, st.st_mtime_ns]
+                n += 1
+        return n
+
+    def _get_required(self, rel: str) -> bytes:
+        data = self.store.get(rel)
+        if data is None:
+            raise FileNotFoundError(f"{self.store.where.url}/{rel} is named by a manifest but does not exist")
+        return data
+
+    # --- pushing -------------------------------------------------------------------------------
+
+    def push(self, tops: tuple[str, ...] = PUBLISHED) -> int:
+        """Upload what this host wrote under the published folders since the last push or pull,
+        and remove from the store what this host pushed and has since deleted."""
+        known: dict[str, list[Any]] = self._state.setdefault("files", {})
+        n = 0
+        for top in tops:
+            base = self.root / top
+            seen = set()
+            for path in sorted(base.rglob("*")) if base.is_dir() else []:
+                if not path.is_file() or path.name.startswith("."):
+                    continue
+                rel = path.relative_to(self.root).as_posix()
+                seen.add(rel)
+                st = path.stat()
+                rec = known.get(rel)
+                if rec is not None and rec[1:] == [st.st_size, st.st_mtime_ns]:
+                    continue
+                etag = self.store.put(rel, path.read_bytes())
+                known[rel] = [etag, st.st_size, st.st_mtime_ns]
+                n += 1
+            gone = [rel for rel in known if rel.startswith(top + "/") and rel not in seen]
+            if gone:
+                self.store.delete(gone)
+                for rel in gone:
+                    del known[rel]
+        self._save_state()
+        return n
+
+    def record_replaced(self, rels: list[str]) -> None:
+        """Upload files replaced in place (reprice) and record them in `_changes/`, so every
+        other mirror fetches them again."""
+        if not rels:
+            return
+        for rel in rels:
+            self.store.put(rel, (self.root / rel).read_bytes())
+        from datetime import UTC, datetime
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        key = f"{CHANGES}/{stamp}-{uuid.uuid4().hex[:8]}.json"
+        self.store.put(key, json.dumps({"replaced": sorted(rels)}).encode())
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _load_state(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads((self.root / STATE).read_bytes()))
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def _save_state(self) -> None:
+        _write_atomic(self.root / STATE, json.dumps(self._state).encode())

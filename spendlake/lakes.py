@@ -1,0 +1,82 @@
+"""Where the lake is: a local directory, or `s3://bucket/prefix` read through a local mirror.
+
+Writers (`ingest`, the ingest inside `serve`) write an object-store lake directly
+(ingest/lake_s3.py). Every other command works on a local lake directory: for an object-store
+lake that is its mirror (ingest/mirror.py), pulled before the command runs; what a command
+publishes (`_rollups/`, `_catalog/`, a reprice's replaced files and journal) is pushed after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ingest.objectstore import ObjectStore, S3Location, parse_lake
+
+log = logging.getLogger("spendlake")
+
+
+def store_of(cfg: Any) -> ObjectStore | None:
+    """The object store of `[lake] path`, or None for a local lake. Raises ValueError (one line)
+    for a URL spendlake cannot write."""
+    where = parse_lake(cfg.get("lake", "path"))
+    if not isinstance(where, S3Location):
+        return None
+    return ObjectStore(where, cfg.get("lake", "endpoint_url") or None)
+
+
+def local_path(cfg: Any) -> str:
+    where = parse_lake(cfg.get("lake", "path"))
+    assert isinstance(where, str)
+    return where
+
+
+def mirror_of(cfg: Any, store: ObjectStore) -> Any:
+    from ingest.mirror import Mirror, default_cache_dir
+
+    root = Path(cfg.get("lake", "cache_dir") or default_cache_dir(store.where.url, store.endpoint))
+    return Mirror(store, root)
+
+
+def open_writer(cfg: Any, local_copy: Path | None = None) -> Any:
+    """The lake a writer commits batches to: `Lake` on a local disk, `S3Lake` on a store."""
+    store = store_of(cfg)
+    if store is None:
+        from ingest.lake import Lake
+
+        return Lake(local_path(cfg))
+    from ingest.lake_s3 import S3Lake
+
+    return S3Lake(store, local_copy=local_copy)
+
+
+def pull(cfg: Any, *, require: bool) -> Any:
+    """For an object-store lake: its mirror, brought up to date (with a line on stderr when it
+    fetched anything). None for a local lake."""
+    store = store_of(cfg)
+    if store is None:
+        return None
+    if require and not store.exists():
+        raise ValueError(f"[lake] path {store.where.url}: no lake there (the prefix holds nothing"
+                              + (f" at {store.endpoint})" if store.endpoint else ")"))  # fmt: skip
+    mirror = mirror_of(cfg, store)
+    t0 = time.monotonic()
+    n = mirror.pull()
+    if n:
+        log.info("fetched %d new object(s) of %s into its mirror %s in %.1f s", n, store.where.url, mirror.root,
+                 time.monotonic() - t0)  # fmt: skip
+    return mirror
+
+
+def newest_reprice_journal(root: Path, since: float) -> list[str]:
+    """The files the reprice journal written after `since` lists as rewritten."""
+    import json
+
+    out: list[str] = []
+    d = root / "_reprice"
+    for p in sorted(d.glob("*.json")) if d.is_dir() else []:
+        if p.stat().st_mtime >= since:
+            out += json.loads(p.read_bytes()).get("files_rewritten", [])
+    return out
