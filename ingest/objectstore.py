@@ -208,7 +208,7 @@ class ObjectStore:
             code = _code(exc)
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
             if status >= 500 or code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout"):
-                raise StoreUnavailable(f"{self.describe()} answers {code} to a {what} of {rel}") from None
+                raise StoreUnavailable(f"{self.describe()}: {code} to a {what} of {rel}") from None
             if code in ("NoSuchBucket",):
                 raise PipelineFailure(f"[lake] path {self.where.url}: the bucket {self.where.bucket!r} does not exist"
                                       + (f" at {self.endpoint}" if self.endpoint else "")) from None
@@ -220,7 +220,7 @@ class ObjectStore:
             raise PipelineFailure(f"no AWS credentials for {self.where.url}: set AWS_ACCESS_KEY_ID and "
                                   f"AWS_SECRET_ACCESS_KEY, a profile, or an instance role") from None
         except (BotoConnectionError, BotoCoreError, OSError) as exc:
-            raise StoreUnavailable(f"{self.describe()} does not answer ({type(exc).__name__})") from None
+            raise StoreUnavailable(f"{self.describe()}: {type(exc).__name__}") from None
 
 
 def _code(exc: Any) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from conftest import Broker, dead_rows, events_bytes, lake_rows, spendlake, spendlake_bg, wait_for
+from conftest import AnyLake, Broker, dead_rows, events_bytes, lake_rows, manifest_count, spendlake, spendlake_bg, wait_for
 
 # the whole exactly-once suite runs once per Kafka client (conftest.KAFKA_CLIENTS)
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("kafka_client")]
@@ -22,12 +22,12 @@ def group_of(topic: str) -> str:
     return f"g-{topic}"  # one group per test: members of other tests' groups never interfere
 
 
-def ingest_args(kafka: Broker, topic: str, lake: Path, *extra: str) -> list[str]:
+def ingest_args(kafka: Broker, topic: str, lake: AnyLake, *extra: str) -> list[str]:
     return ["ingest", "--bootstrap-servers", kafka.bootstrap, "--topic", topic, "--group", group_of(topic),
             "--lake", str(lake), *extra]  # fmt: skip
 
 
-def assert_exactly_once(lake: Path, kafka: Broker, topic: str, context: bytes = b"") -> None:
+def assert_exactly_once(lake: AnyLake, kafka: Broker, topic: str, context: bytes = b"") -> None:
     """Every produced (partition, offset) is in the lake (events or dead letters) exactly once.
     `context` (the last ingest's stderr) is shown when it is not."""
     ends = kafka.end_offsets(topic)
@@ -45,11 +45,11 @@ def assert_exactly_once(lake: Path, kafka: Broker, topic: str, context: bytes = 
     assert set(counts) == expected
 
 
-def test_roundtrip_with_kafka_python_producer(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+def test_roundtrip_with_kafka_python_producer(kafka: Broker, topic_name: str, tmp_path: Path, any_lake: AnyLake) -> None:
     kafka.create_topic(topic_name, 3)
     values = events_bytes(3000)
     kafka.produce(topic_name, values, keys=[f"vk-{i % 17}".encode() for i in range(len(values))])
-    lake = tmp_path / "lake"
+    lake = any_lake
     spendlake(*ingest_args(kafka, topic_name, lake, "--exit-when-idle", "2"), check=True)
     assert_exactly_once(lake, kafka, topic_name)
     ids = lake_rows(lake, "select count(distinct event_id), count(*), count(cost_usd) from ev")[0]
@@ -71,21 +71,20 @@ def test_roundtrip_with_kcat_producer(kafka: Broker, topic_name: str, tmp_path: 
     assert lake_rows(lake, "select count(distinct event_id) from ev") == [(1500,)]
 
 
-def test_sigkill_mid_stream_then_restart(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+def test_sigkill_mid_stream_then_restart(kafka: Broker, topic_name: str, tmp_path: Path, any_lake: AnyLake) -> None:
     """Kill -9 the consumer at several points while it streams; each restart resumes from the
     lake, and at the end every record is there exactly once."""
     kafka.create_topic(topic_name, 3)
-    lake = tmp_path / "lake"
+    lake = any_lake
     log = tmp_path / "ingest.log"
     total = 0
     for round_no in range(4):
         kafka.produce(topic_name, events_bytes(8000, start=total))
         total += 8000
         proc = spendlake_bg(*ingest_args(kafka, topic_name, lake, "--batch-records", "700", "--quiet"), log=log)
-        manifests = lambda: sum(1 for _ in (lake / "_manifests").glob("*/*/*.json"))  # noqa: E731
-        before = manifests() if (lake / "_manifests").exists() else 0
+        before = manifest_count(lake)
         # kill at a different depth into the stream each round: after 1, 2, 4, 6 new batches
-        wait_for(lambda: (lake / "_manifests").exists() and manifests() >= before + [1, 2, 4, 6][round_no],
+        wait_for(lambda: manifest_count(lake) >= before + [1, 2, 4, 6][round_no],
                  120, f"round {round_no}: batches landing")  # fmt: skip
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
@@ -94,10 +93,10 @@ def test_sigkill_mid_stream_then_restart(kafka: Broker, topic_name: str, tmp_pat
     assert lake_rows(lake, "select count(*), count(distinct event_id) from ev") == [(total, total)]
 
 
-def test_sigterm_flushes_and_commits(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+def test_sigterm_flushes_and_commits(kafka: Broker, topic_name: str, tmp_path: Path, any_lake: AnyLake) -> None:
     kafka.create_topic(topic_name, 1)
     kafka.produce(topic_name, events_bytes(500))
-    lake = tmp_path / "lake"
+    lake = any_lake
     # a huge batch that only SIGTERM will flush
     proc = spendlake_bg(*ingest_args(kafka, topic_name, lake, "--batch-age", "3600"), log=tmp_path / "log")
     wait_for(lambda: b"resuming" in (tmp_path / "log").read_bytes() or b"earliest" in (tmp_path / "log").read_bytes(),
@@ -111,11 +110,11 @@ def test_sigterm_flushes_and_commits(kafka: Broker, topic_name: str, tmp_path: P
     assert kafka.committed(topic_name, group_of(topic_name)) == {0: 500}
 
 
-def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path: Path, any_lake: AnyLake) -> None:
     """Two members of one group, joining and leaving while a producer keeps sending: no offset
     is written twice, none is lost."""
     kafka.create_topic(topic_name, 4)
-    lake = tmp_path / "lake"
+    lake = any_lake
     stop = threading.Event()
     sent = [0]
 
@@ -128,7 +127,7 @@ def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path
     t.start()
     args = ingest_args(kafka, topic_name, lake, "--batch-records", "500", "--batch-age", "0.5", "--quiet")
     a = spendlake_bg(*args, log=tmp_path / "a.log")
-    wait_for(lambda: (lake / "_manifests").exists() and any((lake / "_manifests").glob("*/*/*.json")), 60, "first batch")
+    wait_for(lambda: manifest_count(lake) > 0, 60, "first batch")
     b = spendlake_bg(*args, log=tmp_path / "b.log")  # joins: rebalance while A is mid-stream
     wait_for(lambda: sent[0] >= 20_000, 120, "half the traffic")
     a.send_signal(signal.SIGTERM)  # leaves: B takes all partitions over
@@ -144,10 +143,10 @@ def test_two_consumers_share_partitions(kafka: Broker, topic_name: str, tmp_path
     assert lake_rows(lake, "select count(distinct event_id) from ev") == [(sent[0],)]
 
 
-def test_broker_restart_mid_ingest(kafka: Broker, topic_name: str, tmp_path: Path) -> None:
+def test_broker_restart_mid_ingest(kafka: Broker, topic_name: str, tmp_path: Path, any_lake: AnyLake) -> None:
     kafka.create_topic(topic_name, 2)
     kafka.produce(topic_name, events_bytes(5000))
-    lake = tmp_path / "lake"
+    lake = any_lake
     log = tmp_path / "ingest.log"
     proc = spendlake_bg(*ingest_args(kafka, topic_name, lake, "--batch-records", "1000", "--exit-when-idle", "60"), log=log)
     wait_for(lambda: lake_rows(lake, "select count(*) from ev") == [(5000,)], 120, "the first 5000 events")
