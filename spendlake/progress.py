@@ -77,5 +77,16 @@ def summary(pipeline: Any, what: str) -> None:
         f"{s.dead_letters:,} dead letters, {s.unpriced:,} of these events unpriced (no price for their model: "
         "cost NULL, not $0; `spendlake pricing unpriced` lists them)"
         + (f", {s.conflicts} stale batches discarded" if s.conflicts else "")
-        + f"; lake {pipeline.lake.root}\n"
+        + f"; lake {pipeline.lake.root}"
+        + _store_requests(pipeline.lake)
+        + "\n"
     )
+
+
+def _store_requests(lake: Any) -> str:
+    """For an object-store lake: the requests made, by kind (what the store bills)."""
+    store = getattr(lake, "store", None)
+    if store is None:
+        return ""
+    kinds = ", ".join(f"{n:,} {k}" for k, n in sorted(store.requests.items()))
+    return f" ({kinds or 'no'} requests to the store)"
