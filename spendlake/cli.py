@@ -475,7 +475,12 @@ def _pricing(cfg: settings_mod.Settings) -> tuple[Any, str, tuple[Any, ...]]:
 
     spec = cfg.get("pricing", "catalog")
     try:
-        catalog = resolve_catalog(spec, cfg.get("lake", "path"))
+        from spendlake import lakes
+
+        if spec == "auto" and lakes.store_of(cfg) is not None:
+            catalog = lakes.imported_catalog(cfg)
+        else:
+            catalog = resolve_catalog(spec, cfg.get("lake", "path"))
     except (OSError, ValueError) as exc:
         raise settings_mod.ConfigError([f"[pricing] catalog {spec!r}: {exc}"]) from None
     return catalog, cfg.get("pricing", "policy"), cfg.overrides

@@ -80,3 +80,22 @@ def newest_reprice_journal(root: Path, since: float) -> list[str]:
         if p.stat().st_mtime >= since:
             out += json.loads(p.read_bytes()).get("files_rewritten", [])
     return out
+
+
+
+def imported_catalog(cfg: Any) -> Any:
+    """`[pricing] catalog = "auto"` for an object-store lake: the catalog `pricing import` pushed
+    to its `_catalog/` over the builtin one, read from the store (a writer such as `ingest` has
+    no mirror), or the builtin one when none was imported."""
+    import tempfile
+
+    from spendlake.pricing_cmd import LOCAL_DIR, LOCAL_FILE, resolve_catalog
+
+    store = store_of(cfg)
+    assert store is not None
+    data = store.get(f"{LOCAL_DIR}/{LOCAL_FILE}")
+    with tempfile.TemporaryDirectory(prefix="spendlake-catalog-") as folder:
+        if data is not None:
+            (Path(folder) / LOCAL_DIR).mkdir()
+            (Path(folder) / LOCAL_DIR / LOCAL_FILE).write_bytes(data)
+        return resolve_catalog("auto", folder)

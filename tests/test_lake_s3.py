@@ -190,3 +190,18 @@ def test_the_mirror_follows_manifests_and_reprices(s3_lake: RemoteLake, tmp_path
     a.push()
     b.pull()
     assert (b.root / "_rollups" / "status.json").read_text() == '{"v": "b"}'
+
+
+def test_an_imported_catalog_prices_what_ingest_lands_on_s3(s3_lake: RemoteLake, tmp_path: Path) -> None:
+    """`pricing import` pushes the catalog to the lake's `_catalog/`; `ingest`, which has no
+    mirror, reads it from the store (`[pricing] catalog = "auto"`)."""
+    catalog = tmp_path / "prices.json"
+    catalog.write_text(json.dumps({"acme-frontier-1": {
+        "litellm_provider": "openai", "mode": "chat",
+        "input_cost_per_token": 3e-6, "output_cost_per_token": 1.5e-5}}))  # fmt: skip
+    spendlake("pricing", "import", str(catalog), "--lake", str(s3_lake), check=True)
+    src = tmp_path / "e.jsonl"
+    src.write_text(json.dumps(event(1, provider="openai", model="acme-frontier-1", input_tokens=1000,
+                                    output_tokens=100, cached_input_tokens=0)) + "\n")  # fmt: skip
+    spendlake("ingest", "--source", str(src), "--lake", str(s3_lake), check=True)
+    assert lake_rows(s3_lake, "select cost_usd, cost_source from ev") == [(pytest.approx(0.0045), "catalog")]
