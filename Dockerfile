@@ -19,7 +19,7 @@ COPY pricing ./pricing
 COPY aggregator ./aggregator
 COPY alerting ./alerting
 COPY sql ./sql
-RUN pip install ".[fast]" && cd / && rm -rf /tmp/spendlake-src
+RUN pip install ".[fast,s3]" && cd / && rm -rf /tmp/spendlake-src
 
 # A non-root user owning the lake directory: a named volume mounted there starts as a copy of it,
 # ownership included, so the service writes its lake without running as root.
