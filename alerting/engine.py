@@ -4,7 +4,9 @@ scheduled reports, and the published copy of the outbox that ``spendlake alerts`
 ``serve`` owns the DuckDB state; this engine uses its connection (the rules run on the rollup
 thread, under the service's lock) and one cursor per delivery worker. What other processes
 read is published under ``<lake>/_alerts/`` as Parquet (temp file, fsync, rename) whenever the
-outbox changed, at most once per evaluation.
+outbox changed, at most once per evaluation. That copy is also the record a serve started with
+no state seeds its outbox from (``seed_from_published``; docs/operations.md, "Moving serve to
+another machine").
 """
 
 from __future__ import annotations
@@ -26,16 +28,20 @@ from alerting.config import Alerting, ReportSchedule
 from alerting.landed import LandedWatch
 from alerting.outbox import Dispatcher, Record, Sender
 from alerting.rules import Rules
+from ingest.errors import PipelineFailure
 from ingest.lake import _fsync_dir
 
 log = logging.getLogger("spendlake.alerts")
 
 PUBLISH_DIR = "_alerts"
+# What `spendlake alerts` reads while serve runs, and the record a serve started without its state
+# seeds its outbox from (``seed_from_published``): every column of both tables, ``body`` (the
+# alert as JSON, what a pending delivery is sent from) included. Written deliveries first, from
+# one snapshot: a crash between the two renames leaves deliveries newer than alerts, never an
+# alert whose deliveries are missing.
 PUBLISHED = {
-    "alerts": "SELECT key, kind, severity, title, created_at, subject, period_start, max_limit, dedup_key, action, "
-    "note FROM alerts",
-    "deliveries": "SELECT id, alert_key, channel, state, attempts, created_at, next_attempt_at, delivered_at, "
-    "status, last_error FROM deliveries",
+    "deliveries": f"SELECT {', '.join(outbox.DELIVERY_COLUMNS)} FROM deliveries",
+    "alerts": f"SELECT {', '.join(outbox.ALERT_COLUMNS)} FROM alerts",
 }
 
 
@@ -69,6 +75,7 @@ class AlertEngine:
         """Create the outbox tables in the state, start one delivery worker per channel."""
         self.con = con
         outbox.schema(con)
+        self.seed_from_published(con)
         note = outbox.resume_note(con)
         if note:
             log.info("%s", note)
@@ -82,6 +89,28 @@ class AlertEngine:
         self.dispatcher.start()
         self.watch = LandedWatch(self.root, self.h, self.rules, cursor, self._record_landed)
         self.watch.start()
+
+    def seed_from_published(self, con: duckdb.DuckDBPyConnection) -> tuple[int, int] | None:
+        """A new state (empty outbox) on a lake whose ``_alerts/`` holds another serve's copy
+        (serve moved to another machine, or ``_state/`` was lost): that copy is the record. Seed
+        the outbox from it before the first evaluation, so nothing already sent is sent again and
+        what was pending is sent. A state with alerts is never seeded. A copy that cannot be read
+        stops the start (better than paging everyone twice); moving ``_alerts/`` away starts
+        without history. Returns (alerts, deliveries) seeded, or None."""
+        pub = self.root / PUBLISH_DIR
+        alerts, deliveries = pub / "alerts.parquet", pub / "deliveries.parquet"
+        if not alerts.exists() or not outbox.is_empty(con):
+            return None
+        try:
+            got = outbox.seed(con, str(alerts), str(deliveries) if deliveries.exists() else None)
+        except (duckdb.Error, ValueError, OSError) as exc:
+            reason = " ".join(str(exc).split("\nLINE ")[0].split())  # one line, without DuckDB's SQL excerpt
+            raise PipelineFailure(f"cannot rebuild the alert state from {pub}/: {reason}; move {pub} away to "
+                                  "start without the alert history (alerts of the current periods are sent again)"
+                                  ) from None  # fmt: skip
+        if any(got):  # an empty copy (no alert ever) rebuilds nothing worth a line at every start
+            log.info("alert state rebuilt from %s/: %d alerts, %d deliveries", pub, *got)
+        return got
 
     def landed(self, committed: list[Any]) -> None:
         """serve's flush callback (writer thread): check the batch's budgets now, on the watch's
@@ -145,11 +174,22 @@ class AlertEngine:
             return
         out = self.root / PUBLISH_DIR
         out.mkdir(parents=True, exist_ok=True)
-        for name, select in PUBLISHED.items():
-            tmp = out / f".{name}-{uuid.uuid4().hex[:8]}.tmp"
-            con.execute(f"COPY ({select}) TO {sql_string(tmp)} (FORMAT parquet)")
-            _fsync_dir(tmp)
-            os.replace(tmp, out / f"{name}.parquet")
+        tmps = {name: out / f".{name}-{uuid.uuid4().hex[:8]}.tmp" for name in PUBLISHED}
+        try:
+            con.execute("BEGIN TRANSACTION")  # one snapshot: no alert without the deliveries it was recorded with
+            try:
+                for name, select in PUBLISHED.items():
+                    con.execute(f"COPY ({select}) TO {sql_string(tmps[name])} (FORMAT parquet)")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            for name in PUBLISHED:  # deliveries first (see PUBLISHED)
+                _fsync_dir(tmps[name])
+                os.replace(tmps[name], out / f"{name}.parquet")
+        finally:
+            for tmp in tmps.values():
+                tmp.unlink(missing_ok=True)
         _fsync_dir(out)
         self._published = version
 

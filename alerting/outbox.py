@@ -28,6 +28,13 @@ send is recorded for each of its rows in one transaction: all delivered, or all 
 resends the group, with whatever else came due meanwhile — never a row already delivered), or,
 when the receiver refuses the group for good, each row is tried on its own next, so one bad alert
 cannot fail the others. PagerDuty and e-mail are never grouped (one event or mail per alert).
+
+A new state: serve started without ``_state/`` (moved to another machine, or the state lost) on a
+lake whose ``_alerts/`` holds the copy another serve published (alerting/engine.py) seeds its
+empty outbox from that copy before the first evaluation (``seed``): the published alerts are the
+record, so the rules' once-only checks find them and nothing already sent is sent again;
+deliveries keep their state, and the pending ones are sent (at least once: the copy is at most one
+evaluation older than the state it came from).
 """
 
 from __future__ import annotations
@@ -355,6 +362,68 @@ class Dispatcher:
                     raise
                 time.sleep(0.05 * (attempt + 1))
         self.changes += 1
+
+
+# The outbox's columns as `serve` publishes them (alerting/engine.py PUBLISHED) and as ``seed``
+# reads them back. ``body`` is the alert as JSON: what a delivery still pending is sent from.
+ALERT_COLUMNS = ("key", "kind", "severity", "title", "created_at", "subject", "period_start", "max_limit", "dedup_key",
+                 "action", "note", "body")  # fmt: skip
+DELIVERY_COLUMNS = ("id", "alert_key", "channel", "state", "attempts", "created_at", "next_attempt_at", "delivered_at",
+                    "status", "last_error")  # fmt: skip
+
+
+def is_empty(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the outbox holds nothing (a new state)."""
+    return not con.execute("SELECT (SELECT count(*) FROM alerts) + (SELECT count(*) FROM deliveries)").fetchall()[0][0]
+
+
+def seed(con: duckdb.DuckDBPyConnection, alerts_file: str, deliveries_file: str | None) -> tuple[int, int]:
+    """Fill an EMPTY outbox from the Parquet copies another serve published (the record when
+    serve moves to a machine without its state); returns (alerts, deliveries) seeded.
+
+    Every published alert is recorded again as it was (its key is what the rules' once-only
+    checks look up, so none fires again), and every delivery with its state, attempts, times and
+    id: delivered and failed stay so, pending ones are resumed by the workers (at least once:
+    the published copy may be older than the receiver's answer). A delivery whose alert is not in
+    the published alerts is dropped (a copy published between the two files' replacement; the
+    rule fires that alert again). A copy published before ``body`` was: the alert's columns
+    rebuild a message with its title (no detail lines). One transaction: all or nothing."""
+    from aggregator.rollup import sql_string
+
+    src = f"read_parquet({sql_string(alerts_file)})"
+    have = {r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+    missing = [c for c in ALERT_COLUMNS if c not in have and c != "body"]
+    if missing:
+        raise ValueError(f"{alerts_file} lacks the column(s) {', '.join(missing)}")
+    con.execute("BEGIN TRANSACTION")
+    try:
+        if not is_empty(con):
+            raise RuntimeError("the outbox is not empty: it is never seeded twice")
+        cols = ", ".join(ALERT_COLUMNS)
+        body = "body" if "body" in have else "NULL AS body"
+        con.execute(f"INSERT INTO alerts ({cols}) SELECT {', '.join(ALERT_COLUMNS[:-1])}, {body} FROM {src}")
+        if "body" not in have:
+            rows = con.execute("SELECT key, kind, severity, title, created_at, action, dedup_key FROM alerts").fetchall()
+            for key, kind, severity, title, created_at, action, dedup_key in rows:
+                a = Alert(key=key, kind=kind, severity=severity, title=title, created_at=created_at,
+                          action=action or "trigger", dedup_key=dedup_key)  # fmt: skip
+                con.execute("UPDATE alerts SET body = ? WHERE key = ?", [a.to_json(), key])
+        n_alerts = con.execute("SELECT count(*) FROM alerts").fetchall()[0][0]
+        n_deliveries = 0
+        if deliveries_file is not None:
+            cols = ", ".join(DELIVERY_COLUMNS)
+            con.execute(f"INSERT INTO deliveries ({cols}) SELECT {cols} FROM read_parquet({sql_string(deliveries_file)}) "
+                        "WHERE alert_key IN (SELECT key FROM alerts) ORDER BY id")  # fmt: skip
+            n_deliveries, top = con.execute("SELECT count(*), max(id) FROM deliveries").fetchall()[0]
+            if top:  # new deliveries continue after the published ids (DuckDB has no setval)
+                first = con.execute("SELECT nextval('delivery_seq')").fetchall()[0][0]
+                if first < top:
+                    con.execute("SELECT max(nextval('delivery_seq')) FROM range(?)", [int(top - first)]).fetchall()
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return int(n_alerts), int(n_deliveries)
 
 
 def resume_note(con: duckdb.DuckDBPyConnection) -> str | None:
