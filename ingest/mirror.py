@@ -172,7 +172,9 @@ class Mirror:
         for top in tops:
             base = self.root / top
             seen = set()
-            for path in sorted(base.rglob("*")) if base.is_dir() else []:
+            # alerts.parquet last: a crash between two PUTs may leave deliveries newer than
+            # alerts, never an alert without its deliveries (alerting/engine.py publishes so too)
+            for path in sorted(base.rglob("*"), key=lambda p: (p.name == "alerts.parquet", p)) if base.is_dir() else []:
                 if not path.is_file() or path.name.startswith("."):
                     continue
                 rel = path.relative_to(self.root).as_posix()

@@ -205,3 +205,22 @@ def test_an_imported_catalog_prices_what_ingest_lands_on_s3(s3_lake: RemoteLake,
                                     output_tokens=100, cached_input_tokens=0)) + "\n")  # fmt: skip
     spendlake("ingest", "--source", str(src), "--lake", str(s3_lake), check=True)
     assert lake_rows(s3_lake, "select cost_usd, cost_source from ev") == [(pytest.approx(0.0045), "catalog")]
+
+
+def test_reprice_on_s3_reaches_every_mirror(s3_lake: RemoteLake, tmp_path: Path) -> None:
+    """A reprice runs on its host's mirror, PUTs each replaced object whole (a reader sees the old
+    file or the new one, never a mix) and records them in `_changes/`: another host's mirror,
+    pulled before, fetches them again."""
+    src = tmp_path / "e.jsonl"
+    src.write_text("".join(json.dumps(event(i, provider="openai", model="acme-frontier-1", input_tokens=1000, output_tokens=100,
+                                             cached_input_tokens=0)) + "\n" for i in range(50)))  # fmt: skip
+    spendlake("ingest", "--source", str(src), "--lake", str(s3_lake), check=True)
+    assert lake_rows(s3_lake, "select count(*), count(cost_usd) from ev") == [(50, 0)]  # unknown: NULL, not $0
+    catalog = tmp_path / "prices.json"
+    catalog.write_text(json.dumps({"acme-frontier-1": {
+        "litellm_provider": "openai", "mode": "chat",
+        "input_cost_per_token": 3e-6, "output_cost_per_token": 1.5e-5}}))  # fmt: skip
+    spendlake("reprice", "--since", "2025-01-01", "--catalog", str(catalog), "--lake", str(s3_lake), check=True)
+    # the check mirror was pulled above, before the reprice: it must fetch the replaced file again
+    assert lake_rows(s3_lake, "select count(*), count(cost_usd), round(sum(cost_usd), 6) from ev") == [(50, 50, 0.225)]
+    assert [e.rel for e in s3_lake.store().list("_reprice/")], "the reprice journal is published"
