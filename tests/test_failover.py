@@ -26,7 +26,7 @@ import orjson
 import pytest
 import requests
 
-from conftest import spendlake, wait_for
+from conftest import RemoteLake, spendlake, wait_for
 from intake_env import auth, start_serve
 from receivers import HttpReceiver, pagerduty_answer, pagerduty_receiver, slack_receiver
 from test_alerts import ROUTING_KEY, alert_titles, spend
@@ -97,10 +97,16 @@ def rolled_at(port: int) -> float:
     return float(m.group(1)) if m else 0.0
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["crash", "sigterm"])
-def test_a_serve_started_without_state_sends_nothing_twice(stop: signal.Signals, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    lake = tmp_path / "lake"
+def test_a_serve_started_without_state_sends_nothing_twice(stop: signal.Signals, where: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           request: pytest.FixtureRequest) -> None:  # fmt: skip
+    """On a local lake the new serve finds the lake without its `_state/`; on an S3 lake it runs on
+    another "host": a new mirror and state directory, nothing shared with the old one but the store."""
+    remote: RemoteLake | None = request.getfixturevalue("s3_lake") if where == "s3" else None
+    lake: Any = remote if remote is not None else tmp_path / "lake"
+    view = (lambda: remote.local()) if remote is not None else (lambda: lake)  # noqa: E731 - what readers see
     slack, pd = slack_receiver(), pagerduty_receiver()
     pd.set_default((503, "service unavailable"))  # PagerDuty is down while the first serve runs
     monkeypatch.setenv("TEST_SLACK_URL", slack.url)
@@ -115,7 +121,7 @@ def test_a_serve_started_without_state_sends_nothing_twice(stop: signal.Signals,
 
     # the positive signal: the published copy says what was delivered and what is pending
     def recorded() -> bool:
-        got = {(t, ch): (st, n) for t, ch, st, n in published(lake)}
+        got = {(t, ch): (st, n) for t, ch, st, n in published(view())}
         return (all(got.get((t, "finops-slack"), ("", 0))[0] == "delivered" for t in (A80, A90, EXPENSIVE))
                 and got.get((A90, "oncall"), ("", 0))[0] == "pending" and got[(A90, "oncall")][1] >= 1)  # fmt: skip
 
@@ -124,11 +130,16 @@ def test_a_serve_started_without_state_sends_nothing_twice(stop: signal.Signals,
     code = serve.proc.wait(60)
     assert code == (0 if stop == signal.SIGTERM else -signal.SIGKILL), serve.log.read_text()[-3000:]
     assert sorted(slack_titles(slack)) == sorted([A80, A90, EXPENSIVE])
-    states = {(t, ch): st for t, ch, st, _ in published(lake)}
+    states = {(t, ch): st for t, ch, st, _ in published(view())}
     assert states[(A90, "oncall")] == "pending", states  # the one delivery the new serve owes
 
     # a new machine: no state, the same lake; PagerDuty is back
-    shutil.rmtree(lake / "_state")
+    if remote is None:
+        shutil.rmtree(lake / "_state")
+        root = lake
+    else:
+        root = tmp_path / "host-2"
+        monkeypatch.setenv("SPENDLAKE_LAKE_CACHE_DIR", str(root))
     pd.set_default(pagerduty_answer)
     pd_before = len(pd.requests)  # the refused attempts
     sent_before = slack_titles(slack)
@@ -154,7 +165,7 @@ def test_a_serve_started_without_state_sends_nothing_twice(stop: signal.Signals,
     serve2.proc.send_signal(signal.SIGTERM)
     assert serve2.proc.wait(60) == 0, serve2.log.read_text()[-3000:]
     text = serve2.log.read_text()[log_start:]
-    assert f"alert state rebuilt from {lake}/_alerts/: 3 alerts, 4 deliveries" in text, text[-3000:]
+    assert f"alert state rebuilt from {root}/_alerts/: 3 alerts, 4 deliveries" in text, text[-3000:]
     slack.close()
     pd.close()
 
