@@ -224,3 +224,22 @@ def test_reprice_on_s3_reaches_every_mirror(s3_lake: RemoteLake, tmp_path: Path)
     # the check mirror was pulled above, before the reprice: it must fetch the replaced file again
     assert lake_rows(s3_lake, "select count(*), count(cost_usd), round(sum(cost_usd), 6) from ev") == [(50, 50, 0.225)]
     assert [e.rel for e in s3_lake.store().list("_reprice/")], "the reprice journal is published"
+
+
+def test_a_missing_bucket_or_refused_credentials_is_one_line_without_the_secret(
+        s3_lake: RemoteLake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    src = tmp_path / "e.jsonl"
+    src.write_text(json.dumps(event(1)) + "\n")
+    r = spendlake("ingest", "--source", str(src), "--lake", "s3://no-such-bucket/lake", timeout=120)
+    assert r.returncode == 1
+    assert r.stderr.decode().strip().splitlines()[-1] == (
+        f"spendlake: [lake] path s3://no-such-bucket/lake: the bucket 'no-such-bucket' does not exist at "
+        f"{s3_lake.server.endpoint}")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret-at-all")
+    for args in (("ingest", "--source", str(src)), ("query", "select 1")):
+        r = spendlake(*args, "--lake", str(s3_lake), timeout=120)
+        err = r.stderr.decode()
+        assert r.returncode in (1, 2) and "Traceback" not in err, err
+        assert "refused" in err and "check the AWS credentials" in err, err
+        assert "not-the-secret-at-all" not in err and s3_lake.server.secret_key not in err
+    assert spendlake("query", "--lake", "gs://bucket/lake", "select 1").returncode == 2
