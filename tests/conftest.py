@@ -280,7 +280,7 @@ def s3() -> Iterator[Any]:
         if os.environ.get("CI"):
             pytest.fail(why)
         pytest.skip(why)
-    port = int(os.environ.get("SPENDLAKE_TEST_S3_PORT", "18333"))
+    port = int(os.environ.get("SPENDLAKE_TEST_S3_PORT", "18433"))
     server = S3Server(port, Path(f"/var/tmp/spendlake-test-s3-{port}"))
     server.remove()  # a fresh data directory for every session
     server.start()

@@ -8,11 +8,12 @@ import subprocess
 import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
-from conftest import AnyLake, Broker, dead_rows, events_bytes, lake_rows, manifest_count, spendlake, spendlake_bg, wait_for
+from conftest import AnyLake, Broker, RemoteLake, dead_rows, events_bytes, lake_rows, manifest_count, spendlake, spendlake_bg, wait_for
 
 # the whole exactly-once suite runs once per Kafka client (conftest.KAFKA_CLIENTS)
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("kafka_client")]
@@ -235,3 +236,35 @@ def test_an_outage_is_not_idleness(kafka: Broker, topic_name: str, tmp_path: Pat
     assert proc.wait(180) == 0, log.read_text()
     assert_exactly_once(lake, kafka, topic_name, log.read_bytes())
     assert lake_rows(lake, "select count(distinct event_id) from ev") == [(6000,)]
+
+
+def test_the_s3_store_stopped_mid_stream(kafka: Broker, topic_name: str, tmp_path: Path, s3: Any,
+                                         s3_lake: RemoteLake) -> None:  # fmt: skip
+    """The S3 server is killed while ingest streams a topic into an S3 lake, and started again
+    20 s later: ingest waits for it (without exiting, without committing offsets it has not
+    landed), resumes by itself, and every record is in the lake exactly once."""
+    import time
+
+    kafka.create_topic(topic_name, 3)
+    kafka.produce(topic_name, events_bytes(30_000))
+    log = tmp_path / "ingest.log"
+    proc = spendlake_bg(*ingest_args(kafka, topic_name, s3_lake, "--batch-records", "1000", "--batch-age", "0.5",
+                                     "--exit-when-idle", "10", "--quiet"), log=log)  # fmt: skip
+    try:
+        wait_for(lambda: s3_lake.manifests() >= 3, 120, "the first batches")
+        s3.kill()
+        kafka.produce(topic_name, events_bytes(10_000, start=30_000))
+        wait_for(lambda: b"does not answer" in log.read_bytes(), 60, "ingest to notice the outage")
+        time.sleep(20)  # longer than the idle time: an outage of the store is not idleness either
+        assert proc.poll() is None, log.read_text()
+        s3.start()
+        assert proc.wait(300) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        if not s3.running():
+            s3.start()
+    assert "answers again" in log.read_text()
+    assert_exactly_once(s3_lake, kafka, topic_name, log.read_bytes())
+    assert lake_rows(s3_lake, "select count(distinct event_id) from ev") == [(40_000,)]
+    assert kafka.committed(topic_name, group_of(topic_name)) == kafka.end_offsets(topic_name)
