@@ -53,7 +53,8 @@ REPORT_MEASURES = ("requests", "unpriced", "cost_usd", "input_tokens", "output_t
 class Settings(Protocol):
     """What a report reads of the settings (``spendlake.settings.Settings``)."""
 
-    hierarchy: Hierarchy | None
+    @property
+    def hierarchy(self) -> Hierarchy | None: ...
 
     def get(self, section: str, key: str) -> Any: ...
 

@@ -17,6 +17,7 @@ never appear in a message: only the bucket, the key and the endpoint do.
 
 from __future__ import annotations
 
+import builtins  # `list` is also a method of ObjectStore
 import logging
 import os
 import threading
@@ -169,11 +170,11 @@ class ObjectStore:
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
             kwargs.pop("StartAfter", None)
 
-    def folders(self, rel_prefix: str) -> list[str]:
+    def folders(self, rel_prefix: str) -> builtins.list[str]:
         """The immediate "sub-folders" of a relative prefix (names, without slashes)."""
         kwargs: dict[str, Any] = {"Bucket": self.where.bucket, "Prefix": self.where.key(rel_prefix), "Delimiter": "/"}
         n = len(self.where.key(rel_prefix))
-        names: list[str] = []
+        names: builtins.list[str] = []
         while True:
             self._count("LIST")
             out = self._call("list", rel_prefix, lambda: self.client.list_objects_v2(**kwargs))
@@ -182,7 +183,7 @@ class ObjectStore:
                 return names
             kwargs["ContinuationToken"] = out["NextContinuationToken"]
 
-    def delete(self, rels: list[str]) -> None:
+    def delete(self, rels: builtins.list[str]) -> None:
         for i in range(0, len(rels), 1000):
             chunk = rels[i:i + 1000]
             self._count("DELETE")
