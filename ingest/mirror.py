@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -72,6 +73,26 @@ def write_local_batch(root: Path, m: Manifest, blobs: list[tuple[str, bytes]], d
     _write_atomic(local_manifest_path(root, m), json.dumps(local).encode())
 
 
+class _Progress:
+    """A line every few seconds while a long pull runs (the first pull of a large lake)."""
+
+    EVERY_S = 5.0
+
+    def __init__(self, total: int, url: str) -> None:
+        self.total, self.url = total, url
+        self.done = self.bytes = 0
+        self.t0 = self.last = time.monotonic()
+
+    def add(self, size: int) -> None:
+        self.done += 1
+        self.bytes += size
+        now = time.monotonic()
+        if now - self.last >= self.EVERY_S and self.done < self.total:
+            self.last = now
+            log.info("fetching %s into its mirror: %d of %d files, %.0f MB, %.0f MB/s", self.url, self.done,
+                     self.total, self.bytes / 1e6, self.bytes / 1e6 / (now - self.t0))  # fmt: skip
+
+
 class Mirror:
     def __init__(self, store: ObjectStore, root: Path) -> None:
         self.store = store
@@ -101,26 +122,34 @@ class Mirror:
                 found = [e.rel for e in self.store.list(prefix, self._state.get("after", {}).get(prefix))]
                 if found:
                     self._state.setdefault("after", {})[prefix] = found[-1]
-                todo += [rel for rel in found if not self._have_manifest(rel)]
+                have = self._local_firsts(prefix)
+                todo += [rel for rel in found if rel.rsplit("/", 1)[1].split(".")[0] not in have]
         if not todo:
             return 0
         with ThreadPoolExecutor(FETCH_THREADS) as pool:
             docs = [json.loads(b) for b in pool.map(self._get_required, todo)]
             files = [rel for d in docs for rel in d["files"] if not (self.root / rel).exists()]
-            for rel, data in zip(files, pool.map(self._get_required, files)):
-                _write_atomic(self.root / rel, data)
-        for d in docs:
+            progress = _Progress(len(files), self.store.where.url)
+            for size in pool.map(self._fetch, files):  # each task writes its file: memory stays flat
+                progress.add(size)
+        for d in docs:  # manifests after their files: a local reader sees a batch whole or not at all
             m = Manifest(d["stream"], d["partition"], d["first"], d["last"], tuple(d["files"]), d["rows"],
                          d["dead_letters"])  # fmt: skip
             _write_atomic(local_manifest_path(self.root, m), json.dumps({**d, "temps": []}).encode())
         return len(todo) + len(files)
 
-    def _have_manifest(self, rel: str) -> bool:
-        """Whether the local copy already holds the batch of this manifest key (serve copies its
-        own batches there as it commits them)."""
-        d = self.root / rel.rsplit("/", 1)[0]
-        first = rel.rsplit("/", 1)[1].split(".")[0]
-        return any(d.glob(f"{first}-*.json"))
+    def _local_firsts(self, prefix: str) -> set[str]:
+        """The first offsets (zero-padded) of the batches the mirror holds of one partition
+        (serve copies its own batches there as it commits them)."""
+        try:
+            return {name.split("-", 1)[0] for name in os.listdir(self.root / prefix) if name.endswith(".json")}
+        except FileNotFoundError:
+            return set()
+
+    def _fetch(self, rel: str) -> int:
+        data = self._get_required(rel)
+        _write_atomic(self.root / rel, data)
+        return len(data)
 
     def _pull_changes(self) -> int:
         """Apply what `reprice` recorded: re-fetch the files it replaced."""
