@@ -45,6 +45,13 @@ STATE = "_mirror.json"  # what was pulled or pushed: {rel: [etag, size, mtime_ns
 FETCH_THREADS = 8
 
 
+def change_key() -> str:
+    """A new key under `_changes/`: UTC time first, so a listing returns changes in order."""
+    from datetime import UTC, datetime
+
+    return f"{CHANGES}/{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%fZ')}-{uuid.uuid4().hex[:8]}.json"
+
+
 def default_cache_dir(url: str, endpoint: str | None) -> Path:
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "spendlake" / "lakes"
     digest = hashlib.sha256(f"{url}|{endpoint or ''}".encode()).hexdigest()[:12]
@@ -130,8 +137,19 @@ class Mirror:
             docs = [json.loads(b) for b in pool.map(self._get_required, todo)]
             files = [rel for d in docs for rel in d["files"] if not (self.root / rel).exists()]
             progress = _Progress(len(files), self.store.where.url)
-            for size in pool.map(self._fetch, files):  # each task writes its file: memory stays flat
-                progress.add(size)
+            missing = set()
+            for rel, size in zip(files, pool.map(self._fetch, files)):  # each task writes its file: memory stays flat
+                if size < 0:
+                    missing.add(rel)
+                progress.add(max(size, 0))
+        if missing:  # retention dropped them since the manifest was read: read it again
+            for i, (key, d) in enumerate(zip(todo, docs)):
+                if missing & set(d["files"]):
+                    docs[i] = d = json.loads(self._get_required(key))
+                    still = missing & set(d["files"])
+                    if still:
+                        raise FileNotFoundError(f"{self.store.where.url}/{sorted(still)[0]} is named by a "
+                                                f"manifest but does not exist")  # fmt: skip
         for d in docs:  # manifests after their files: a local reader sees a batch whole or not at all
             m = Manifest(d["stream"], d["partition"], d["first"], d["last"], tuple(d["files"]), d["rows"],
                          d["dead_letters"])  # fmt: skip
@@ -147,20 +165,32 @@ class Mirror:
             return set()
 
     def _fetch(self, rel: str) -> int:
-        data = self._get_required(rel)
+        """Fetch one file into the mirror; its size, or -1 when the store no longer has it."""
+        data = self.store.get(rel)
+        if data is None:
+            return -1
         _write_atomic(self.root / rel, data)
         return len(data)
 
     def _pull_changes(self) -> int:
-        """Apply what `reprice` recorded: re-fetch the files it replaced."""
+        """Apply what `reprice` and retention recorded: re-fetch the files reprice replaced,
+        delete the copies of the files retention removed."""
         n = 0
-        for e in self.store.list(f"{CHANGES}/", self._state.get("change")):
+        # every record, applied once each: keys are by time, and another host's clock may be behind
+        applied = set(self._state.setdefault("changes", []))
+        for e in self.store.list(f"{CHANGES}/"):
+            if e.rel in applied:
+                continue
             doc = json.loads(self._get_required(e.rel))
             for rel in doc.get("replaced", []):
                 if (self.root / rel).exists():
-                    _write_atomic(self.root / rel, self._get_required(rel))
-                    n += 1
-            self._state["change"] = e.rel
+                    data = self.store.get(rel)
+                    if data is not None:  # else removed since: a later change says so
+                        _write_atomic(self.root / rel, data)
+                        n += 1
+            for rel in doc.get("removed", []):
+                (self.root / rel).unlink(missing_ok=True)
+            self._state["changes"].append(e.rel)
         return n
 
     def _pull_published(self) -> int:
@@ -230,11 +260,7 @@ class Mirror:
             return
         for rel in rels:
             self.store.put(rel, (self.root / rel).read_bytes())
-        from datetime import UTC, datetime
-
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-        key = f"{CHANGES}/{stamp}-{uuid.uuid4().hex[:8]}.json"
-        self.store.put(key, json.dumps({"replaced": sorted(rels)}).encode())
+        self.store.put(change_key(), json.dumps({"replaced": sorted(rels)}).encode())
 
     # --- state ---------------------------------------------------------------------------------
 

@@ -121,6 +121,16 @@ def build_parser() -> Parser:
                     help="serve the HTTP intake (OTLP /v1/traces, /v1/events) here (default: [intake] listen when "
                     "the config has an [intake] section, else off)")
 
+    rt = sub.add_parser("retention", help="drop the raw events and dead letters of whole days before a cutoff",
+                        description="Delete the lake's raw files of every UTC day before --before (events by event "
+                        "day, dead letters by the day they failed), manifests first, so no reader follows a name "
+                        "whose file is gone; on a local lake or an s3:// one. Rollups, /metrics, budgets and "
+                        "reports keep those days; the raw rows (request_log, reprice) are gone for good.")
+    rt.add_argument("--before", type=_date, required=True, metavar="YYYY-MM-DD", help="keep this day and later")
+    rt.add_argument("--lake", help="lake directory or s3:// URL (default: [lake] path, ./lake)")
+    rt.add_argument("--config", help="spendlake.toml ([lake] path, endpoint_url)")
+    rt.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+
     ru = sub.add_parser("rollup", help="bring the DuckDB rollups and published Parquet rollups up to date, once",
                         description="Roll up the lake files not rolled up yet (serve does this continuously) and "
                         "publish the rollups under <lake>/_rollups/. With --config, budget usage too.")
@@ -220,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _mirror_remote_lake(args: argparse.Namespace) -> Any:
     """For a command other than ingest, serve and demo on an `s3://` lake: pull its local mirror
     and point the command at it (spendlake/lakes.py). None for a local lake."""
-    if args.verb in ("ingest", "serve", "demo") or not hasattr(args, "lake"):
+    if args.verb in ("ingest", "serve", "demo", "retention") or not hasattr(args, "lake"):
         return None
     if args.verb == "price" and args.lake is None and args.config is None:
         return None
@@ -276,6 +286,8 @@ def _run_verb(args: argparse.Namespace) -> int:
             return cmd_serve(args)
         if args.verb == "rollup":
             return cmd_rollup(args)
+        if args.verb == "retention":
+            return cmd_retention(args)
         if args.verb == "budgets":
             from spendlake.budgets_cmd import run as run_budgets
 
@@ -321,7 +333,7 @@ def _reads_lake(args: argparse.Namespace) -> bool:
         return args.alerts_verb != "test"
     if args.verb == "price":  # reads a lake only to find its imported catalog
         return args.lake is not None
-    return args.verb in ("query", "budgets", "report", "rollup", "reprice")
+    return args.verb in ("query", "budgets", "report", "rollup", "reprice", "retention")
 
 
 def _lake_origin(args: argparse.Namespace, cfg: settings_mod.Settings) -> str:
@@ -338,6 +350,8 @@ def _lake_origin(args: argparse.Namespace, cfg: settings_mod.Settings) -> str:
 def require_lake(path: str, origin: str) -> None:
     """A usage error (exit 2), in one line naming the path and where it came from, unless ``path``
     holds a lake. Creates nothing."""
+    if path.startswith("s3://"):
+        return  # an object-store lake is checked where it is opened (spendlake/lakes.py pull, retention)
     root = Path(path)
     if origin:
         where = f"{origin}: {path}"
@@ -499,6 +513,37 @@ def cmd_reprice(args: argparse.Namespace) -> int:
         return price_table(events, catalog, policy=policy, overrides=overrides)
 
     return run(cfg.get("lake", "path"), args.since, args.until, price, args.quiet)
+
+
+def cmd_retention(args: argparse.Namespace) -> int:
+    from ingest import retention
+    from spendlake import lakes
+
+    cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+    try:
+        store = lakes.store_of(cfg)
+    except ValueError as exc:
+        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    if store is None:
+        stats = retention.prune_local(lakes.local_path(cfg), args.before, args.dry_run)
+        where = lakes.local_path(cfg)
+    else:
+        from ingest.lake_s3 import S3Lake
+        from spendlake.pricing_cmd import ProgressBar
+
+        if not store.exists():
+            raise settings_mod.ConfigError([f"[lake] path {store.where.url}: no lake there"], "command line")
+
+        bar = ProgressBar("reading manifests", unit="manifests")
+        stats = retention.prune_s3(S3Lake(store), args.before, args.dry_run, progress=bar)
+        bar.done()
+        where = store.where.url
+    days = sorted(stats.days)
+    span = f"{days[0]} to {days[-1]}" if len(days) > 1 else (days[0] if days else "none")
+    verb = "would delete" if args.dry_run else "deleted"
+    sys.stderr.write(f"spendlake: {verb} {stats.files:,} files of {len(days)} days ({span}) before {args.before} "
+                     f"from {where}, {stats.manifests:,} manifests rewritten\n")  # fmt: skip
+    return EXIT_OK
 
 
 def cmd_rollup(args: argparse.Namespace) -> int:

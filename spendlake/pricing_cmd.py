@@ -238,8 +238,8 @@ def cmd_reprice(lake: str, since: date, until: date | None, price: Any, quiet: b
 class ProgressBar:
     """``label [#####-----] k/n files`` on stderr, redrawn in place on a terminal."""
 
-    def __init__(self, label: str, width: int = 30) -> None:
-        self.label, self.width = label, width
+    def __init__(self, label: str, width: int = 30, unit: str = "files") -> None:
+        self.label, self.width, self.unit = label, width, unit
         self.tty = sys.stderr.isatty()
         self.last_pct = -1
 
@@ -249,7 +249,7 @@ class ProgressBar:
             return  # not a terminal: a line per 10%, not per file
         self.last_pct = pct
         filled = self.width * done // max(total, 1)
-        line = f"spendlake: {self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} files"
+        line = f"spendlake: {self.label} [{'#' * filled}{'-' * (self.width - filled)}] {done}/{total} {self.unit}"
         sys.stderr.write(("\r" + line) if self.tty else (line + "\n"))
         sys.stderr.flush()
 

@@ -24,6 +24,7 @@ READERS = {
     "report": ["report", "--period", "daily"],
     "rollup": ["rollup"],
     "reprice": ["reprice", "--since", "2026-11-01"],
+    "retention": ["retention", "--before", "2026-11-01"],
     "pricing unpriced": ["pricing", "unpriced"],
     "price": ["price", "--catalog", "auto"],
 }

@@ -35,7 +35,7 @@ COMMANDS = commands(build_parser())
 def test_the_walk_finds_every_verb() -> None:
     assert {" ".join(c) for c in COMMANDS} >= {
         "", "ingest", "price", "pricing", "pricing import", "pricing unpriced", "reprice", "serve", "rollup",
-        "budgets", "query", "alerts", "alerts test", "report", "demo",
+        "retention", "budgets", "query", "alerts", "alerts test", "report", "demo",
     }  # fmt: skip
 
 
