@@ -9,6 +9,10 @@ the kafka-python client, (d) a bare confluent-kafka consume loop (librdkafka's P
 checks each lake with DuckDB and checks that (e)'s lake holds exactly what (c)'s does.
 `--bad-share` mixes bad records into the topic (they must land as dead letters); `--partitions`
 with `--workers 1,2` runs (c) and (e) as that many worker processes of one consumer group.
+`--s3` (a SeaweedFS of the bench's own on 127.0.0.1:17333) or `--lake s3://BUCKET/PREFIX` (a store
+from the AWS environment) runs (c) and (e) a second time each, on the same topic, into a lake on S3:
+events/s and the ratio to the local lake, batches, PUTs per batch, the requests by kind, bytes per
+event in the store, and a check that a mirror of the S3 lake holds exactly what the local lake holds.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,10 +76,11 @@ def bad_record(kind: str, e: dict[str, object], pick: int) -> bytes:
     return orjson.dumps(e)
 
 
-def write_events(n: int, path: Path, seed: int = 42, bad: int = 0) -> tuple[int, dict[str, int]]:
-    """Writes `key<TAB>json` lines for kcat -K: n good events and `bad` bad records at random
-    positions, keyed `bad-<kind>-<n>` (their dead letters keep the key). The good events are the
-    same whatever `bad` is. Returns the raw JSON bytes (values only) and the bad records by kind."""
+def write_events(n: int, path: Path, seed: int = 42, bad: int = 0, days: int = 30) -> tuple[int, dict[str, int]]:
+    """Writes `key<TAB>json` lines for kcat -K: n good events over the last `days` days and `bad`
+    bad records at random positions, keyed `bad-<kind>-<n>` (their dead letters keep the key). The
+    good events are the same whatever `bad` is. Returns the raw JSON bytes (values only) and the
+    bad records by kind."""
     import numpy as np
     import orjson
 
@@ -87,7 +93,7 @@ def write_events(n: int, path: Path, seed: int = 42, bad: int = 0) -> tuple[int,
     w = np.array([m[2] for m in MODELS], dtype=float)
     model = rng.choice(len(MODELS), n, p=w / w.sum()).tolist()
     now_ms = int(time.time() * 1000)
-    ts = np.sort(rng.integers(now_ms - 30 * 86_400_000, now_ms, n)).tolist()  # topics arrive ~in time order
+    ts = np.sort(rng.integers(now_ms - days * 86_400_000, now_ms, n)).tolist()  # topics arrive ~in time order
     vk = (10_000 * rng.random(n) ** 3).astype(int).tolist()  # a few keys carry most traffic, as in life
     inp = np.clip(rng.lognormal(7.3, 1.1, n), 5, 200_000).astype(int)
     out = np.clip(rng.lognormal(5.6, 1.0, n), 1, 32_000).astype(int)
@@ -265,19 +271,40 @@ class IngestRun:
     label: str  # "c" or "e"
     client: str
     workers: int
-    lake: Path
+    lake: Path  # the lake; for an S3 lake, the mirror pulled from it after the run
     logs: list[Path]
     seconds: float = 0.0  # start of the workers to the last commit point (manifest) in the lake
     wall: float = 0.0  # start to the last worker's exit
     rss: list[float] = field(default_factory=list)  # peak RSS MiB of each worker
     batches: int = 0
+    s3: str = ""  # with --s3: the S3 lake's URL (this run is the S3 twin of `local`)
+    local: IngestRun | None = None  # the same reader into a local lake
+    requests: Counter[str] = field(default_factory=Counter)  # to the store, by kind, from the closing lines
+    objects: dict[str, tuple[int, int]] = field(default_factory=dict)  # in the S3 lake by top folder: count, bytes
+    unnamed: int = 0  # data objects in the S3 lake that no manifest names
+    pulled: tuple[int, float] = (0, 0.0)  # the mirror's pull: objects, seconds
 
     @property
     def name(self) -> str:
         plural = "s" if self.workers > 1 else ""
-        return f"({self.label}) spendlake ingest, {self.client}" + (f", {self.workers} worker{plural}" if self.multi else "")
+        return (f"({self.label}) spendlake ingest, {self.client}" + (f", {self.workers} worker{plural}" if self.multi else "")
+                + (", S3 lake" if self.s3 else ""))  # fmt: skip
+
+    @property
+    def tag(self) -> str:
+        """(c), (e x2), (c S3): the run in the check lines."""
+        return f"({self.label}{f' x{self.workers}' if self.multi else ''}{' S3' if self.s3 else ''})"
 
     multi = False  # set when more than one worker count runs: then names carry the count
+
+
+def bench_s3() -> Any:
+    """bench/s3.py: the S3 store of --s3 / --lake, what `spendlake ingest` said of it, its mirror."""
+    if str(ROOT) not in sys.path[:1]:
+        sys.path.insert(0, str(ROOT))  # bench.s3, the ingest package (not this file) and tests.s3server
+    from bench import s3
+
+    return s3
 
 
 def kafka_client_flag() -> bool:
@@ -287,20 +314,65 @@ def kafka_client_flag() -> bool:
 
 
 def run_ingest(run: IngestRun, bootstrap: str, topic: str, flag: bool, idle: float, limit: float) -> IngestRun:
-    group = f"bench-{run.label}{run.workers}-{uuid.uuid4().hex[:8]}"
-    cmd = [sys.executable, "-m", "spendlake", "ingest", "--bootstrap-servers", bootstrap, "--topic", topic,
-           "--group", group, "--lake", str(run.lake), "--exit-when-idle", str(idle), "--quiet"]
+    group = f"bench-{run.label}{run.workers}{'-s3' if run.s3 else ''}-{uuid.uuid4().hex[:8]}"
+    # on S3, spendlake through bench/s3.py, which notes when the last manifest was created
+    spendlake = [sys.executable, str(ROOT / "bench" / "s3.py")] if run.s3 else [sys.executable, "-m", "spendlake"]
+    cmd = spendlake + ["ingest", "--bootstrap-servers", bootstrap, "--topic", topic, "--group", group,
+                       "--lake", run.s3 or str(run.lake), "--exit-when-idle", str(idle), "--quiet"]  # fmt: skip
     if flag:
         cmd += ["--kafka-client", run.client]
     start, run.wall, codes, run.rss = timed_children([cmd] * run.workers, run.logs, limit)
     for rc, log in zip(codes, run.logs):
         check(rc == 0, f"{run.name}: a worker exited {rc}{killed(rc, limit)} ({' '.join(cmd)})", log)
+    if run.s3:
+        return s3_results(run, start)
     manifests = list((run.lake / "_manifests").glob("**/*.json"))
     check(bool(manifests), f"{run.name} wrote no manifest", run.logs[0])
     # the last manifest is the last commit point: the time the lake held everything
     run.seconds = max(m.stat().st_mtime for m in manifests) - start
     run.batches = len(manifests)
     return run
+
+
+def s3_results(run: IngestRun, start: float) -> IngestRun:
+    """An S3 run's time to its last commit, batches and requests (from what each worker printed),
+    and the mirror of its lake pulled into run.lake, which the lake checks then read."""
+    s3 = bench_s3()
+    texts = [log.read_text(errors="replace") for log in run.logs]
+    for text, log in zip(texts, run.logs):
+        closing = s3.closing_line(text)
+        check(closing is not None, f"{run.name}: no closing line from a worker", log)
+        run.batches += closing.batches
+        run.requests += closing.requests
+    last = [t for t in map(s3.last_manifest_at, texts) if t is not None]
+    check(bool(last), f"{run.name} created no manifest", run.logs[0])
+    run.seconds = max(last) - start
+    run.objects = s3.lake_objects(run.s3)
+    _, objects, seconds = s3.pull(run.s3, run.lake)
+    run.pulled = (objects, seconds)
+    run.unnamed = s3.unnamed_objects(run.s3, run.lake)
+    return run
+
+
+def s3_report(s3_runs: list[IngestRun], total: int, n: int) -> None:
+    """The S3 runs beside their local twins: speed, batches, requests, bytes in the store."""
+    print(f"\n{'into a lake on S3':<56}{'seconds':>9}{'events/s':>12}{'S3/local':>10}{'batches':>9}{'PUT/batch':>11}")
+    for r in s3_runs:
+        assert r.local is not None
+        print(f"{r.name:<56}{r.seconds:>9.2f}{total / r.seconds:>12,.0f}{r.local.seconds / r.seconds:>9.2f}x"
+              f"{r.batches:>9,}{r.requests['PUT'] / max(1, r.batches):>11.2f}")  # fmt: skip
+    print("S3/local: its events/s over the same reader's into the local lake; PUT/batch: PUTs per committed batch "
+          "per partition (from the workers' closing lines)")
+    for r in s3_runs:
+        assert r.local is not None
+        (m, _), (ev, ev_b), (dl, dl_b) = (r.objects.get(k, (0, 0)) for k in ("_manifests", "events", "dead_letter"))
+        other = r.requests["PUT"] - m - ev - dl
+        local_b = sum(f.stat().st_size for k in ("events", "dead_letter") for f in (r.local.lake / k).glob("**/*.parquet"))
+        print(f"  {r.tag}: {', '.join(f'{v:,} {k}' for k, v in sorted(r.requests.items()))} requests; "
+              f"{r.requests['PUT']:,} PUT = {m:,} manifests + {ev:,} events objects + {dl:,} dead-letter objects"
+              f"{f' + {other:,} more' if other else ''}; "
+              f"{(ev_b + dl_b) / n:.1f} B/event in the store (events and dead letters, {(ev_b + dl_b) / MiB:,.1f} MiB), "
+              f"{local_b / n:.1f} in the local lake; mirror pulled in {r.pulled[1]:.2f} s ({r.pulled[0]:,} objects)")  # fmt: skip
 
 
 def parquet(lake: Path, what: str) -> str | None:
@@ -351,11 +423,22 @@ def main() -> int:
                    help="share of the produced records that are bad (invalid JSON, not UTF-8, wrong types, "
                         "negative tokens, missing fields), at random positions; they must become dead letters "
                         "(default 0; e.g. 0.01)")
+    p.add_argument("--days", type=int, default=30,
+                   help="the produced events span the last DAYS days, in time order (default 30). A batch "
+                        "writes one events file per date it spans (a 50,000-event batch of 1M events over 30 days "
+                        "spans 2-3): 1 is like live traffic")
     p.add_argument("--bootstrap-servers", help="use this broker (default: start our own on 127.0.0.1:29092)")
-    p.add_argument("--keep-broker", action="store_true", help="leave the broker we started running")
+    p.add_argument("--keep-broker", action="store_true", help="leave the broker we started running (and the S3 server of --s3)")
     p.add_argument("--topic", help="topic name (default a fresh one)")
     p.add_argument("--skip-produce", action="store_true", help="reuse --topic as it is (N = the records it holds)")
     p.add_argument("--timeout", type=float, help="kill a reader after this long (default 120 s + 1 s per 1000 events)")
+    p.add_argument("--s3", action="store_true",
+                   help="run (c) and (e) again into a lake on S3, a SeaweedFS of our own on 127.0.0.1:17333 "
+                        "(ingest/broker/s3-local.sh, data in /var/tmp/spendlake-bench-s3; removed at the end "
+                        "unless --keep-broker)")
+    p.add_argument("--lake", "--s3-lake", dest="s3_lake", metavar="s3://BUCKET/PREFIX",
+                   help="as --s3, into this store (endpoint and credentials from the AWS environment: "
+                        "AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...); a fresh prefix under it, deleted at the end")
     p.add_argument("--_poll", nargs=3, help=argparse.SUPPRESS)  # internal: the (a) child
     p.add_argument("--_consume", nargs=3, help=argparse.SUPPRESS)  # internal: the (d) child
     args = p.parse_args()
@@ -367,6 +450,9 @@ def main() -> int:
         return 0
     check(not (args.skip_produce and not args.topic), "--skip-produce needs --topic")
     check(0 <= args.bad_share < 1, "--bad-share is a fraction from 0 to below 1")
+    check(args.days >= 1, "--days is a whole number of days, at least 1")
+    check(not (args.s3 and args.s3_lake), "--s3 starts a store of its own; --lake names one: not both")
+    check(not args.s3_lake or args.s3_lake.startswith("s3://"), "--lake takes s3://BUCKET/PREFIX (the local lakes are temporary)")
     try:
         worker_counts = [int(w) for w in args.workers.split(",")]
     except ValueError:
@@ -389,6 +475,7 @@ def main() -> int:
     bootstrap = args.bootstrap_servers or f"127.0.0.1:{BROKER_ENV['KAFKA_PORT']}"
     topic = args.topic or f"bench-{uuid.uuid4().hex[:8]}"
     work = Path(tempfile.mkdtemp(prefix="spendlake-bench-"))
+    s3 = None
     try:
         if own_broker:
             t = time.perf_counter()
@@ -396,6 +483,13 @@ def main() -> int:
             check(res.returncode == 0, f"broker start:\n{res.stderr[-2000:]}")
             how = "already running" if "already running" in res.stderr else f"started in {time.perf_counter() - t:.1f} s"
             print(f"broker: own, {bootstrap}, {how}")
+        if args.s3 or args.s3_lake:
+            try:
+                s3 = bench_s3().BenchS3.existing(args.s3_lake) if args.s3_lake else bench_s3().BenchS3.own()
+            except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+                check(False, f"S3: {exc}")
+            assert s3 is not None
+            print(s3.how)
         # n: good events (the lake's rows), bad: bad records (its dead letters), total: the topic's records
         n, raw_bytes, partitions = args.events, 0, args.partitions
         bad = round(n * args.bad_share / (1 - args.bad_share))
@@ -407,7 +501,7 @@ def main() -> int:
             admin.create_topics([NewTopic(topic, partitions, 1)])  # explicit: auto-create gives 1 partition
             admin.close()
             t = time.perf_counter()
-            raw_bytes, bad_kinds = write_events(n, work / "events.tsv", bad=bad)
+            raw_bytes, bad_kinds = write_events(n, work / "events.tsv", bad=bad, days=args.days)
             gen = time.perf_counter() - t
             total = n + bad
             t = time.perf_counter()
@@ -418,7 +512,8 @@ def main() -> int:
             prod = time.perf_counter() - t
             (work / "events.tsv").unlink(missing_ok=True)
             mixed = f" + {bad:,} bad records ({100 * bad / total:.2f}%)" if bad else ""
-            print(f"produce: {n:,} events{mixed} to {topic} ({partitions} partition(s)): generated in {gen:.1f} s, "
+            over = f" over {args.days} day{'s' if args.days > 1 else ''}" if args.days != 30 else ""
+            print(f"produce: {n:,} events{mixed}{over} to {topic} ({partitions} partition(s)): generated in {gen:.1f} s, "
                   f"kcat {prod:.1f} s ({total / prod:,.0f}/s); raw JSON {raw_bytes / MiB:,.1f} MiB, "
                   f"{raw_bytes / total:.0f} B/event")
             if bad:
@@ -456,6 +551,7 @@ def main() -> int:
         # idle wait must not count as work (the time is the lake's last commit point)
         idle = 2.0
         runs: list[IngestRun] = []
+        s3_runs: list[IngestRun] = []  # with --s3: the same readers again, into a lake on S3
         for w in worker_counts:
             for label, client in (("c", "kafka-python"), ("e", "confluent")):
                 if label == "e" and not flag:
@@ -465,13 +561,18 @@ def main() -> int:
                                 [work / f"{tag}-{i}.log" for i in range(w)])
                 run.multi = len(worker_counts) > 1 or w > 1
                 runs.append(run_ingest(run, bootstrap, topic, flag, idle, limit))
+                if s3 is not None:
+                    twin = IngestRun(label, run.client, w, work / f"mirror-{tag}",
+                                     [work / f"{tag}-s3-{i}.log" for i in range(w)], s3=s3.lake(tag), local=run)
+                    twin.multi = run.multi
+                    s3_runs.append(run_ingest(twin, bootstrap, topic, flag, idle, limit))
         first = {r.label: r for r in reversed(runs) if r.workers == worker_counts[0]}
         c1, e1 = first["c"], first.get("e")
         d_rate = total / d_s
 
         con = duckdb.connect()
-        counts = {id(r): lake_counts(con, r.lake) for r in runs}
-        diffs = {id(r): lake_diff(con, c1.lake, r.lake) for r in runs if r is not c1}
+        counts = {id(r): lake_counts(con, r.lake) for r in runs + s3_runs}
+        diffs = {id(r): lake_diff(con, (r.local or c1).lake, r.lake) for r in runs + s3_runs if r is not c1}
 
         print(f"\n{'reader':<56}{'seconds':>9}{'events/s':>12}")
         rows = [("(a) kafka-python poll loop", a_s), ("(b) kcat -C", b_s), ("(d) confluent-kafka consume loop (rdkafka defaults)", d_s)]
@@ -480,7 +581,7 @@ def main() -> int:
             print(f"{name:<56}{s:>9.2f}{total / s:>12,.0f}")
         if bad:
             print(f"events/s counts every record read: {n:,} good + {bad:,} bad")
-        for r in runs:
+        for r in runs + s3_runs:
             settle = " (a worker holding some partitions waits for the group to settle first)" if r.workers > 1 else ""
             print(f"{r.name}: wall {r.wall:.2f} s incl. exit-when-idle {idle:.0f} s and shutdown{settle}")
         print("all timings include process start (and group join for (c), (d), (e)); with several workers, "
@@ -493,8 +594,8 @@ def main() -> int:
                 print(f"ratio e/c {c.seconds / e.seconds:.2f}   e/d {d_s / e.seconds:.2f}{at}   "
                       f"(throughput of e as a multiple of c, d)")
         print("peak RSS: " + "   ".join(
-            f"({r.label}{'' if not r.multi else f' x{r.workers}'}) " + " / ".join(f"{x:,.0f}" for x in r.rss) + " MiB"
-            for r in runs) + f"   ((a) {a_rss:,.0f} MiB, (d) {d_rss:,.0f} MiB)")
+            f"{r.tag} " + " / ".join(f"{x:,.0f}" for x in r.rss) + " MiB"
+            for r in runs + s3_runs) + f"   ((a) {a_rss:,.0f} MiB, (d) {d_rss:,.0f} MiB)")
 
         lake_bytes = max(1, sum(f.stat().st_size for f in (c1.lake / "events").glob("**/*.parquet")))
         print(f"size: raw JSON {raw_bytes / total:.1f} B/event, lake {lake_bytes / n:.1f} B/event "
@@ -504,13 +605,15 @@ def main() -> int:
         for name, b in sorted(per.items(), key=lambda kv: -kv[1]):
             print(f"  {name:<24}{b / n:>7.2f}  {100 * b / lake_bytes:>5.1f}%")
         print(f"  {'(footers, headers)':<24}{rest / n:>7.2f}  {100 * rest / lake_bytes:>5.1f}%")
+        if s3_runs:
+            s3_report(s3_runs, total, n)
 
         failed: list[IngestRun] = []
-        for r in runs:
+        for r in runs + s3_runs:
             k = counts[id(r)]
             good = n if not args.skip_produce else total - k["dead"]
             ok = k["rows"] == k["ids"] == good
-            what = f"lake check (duckdb), ({r.label}{f' x{r.workers}' if r.multi else ''}): {k['rows']:,} rows, " \
+            what = f"lake check (duckdb), {r.tag}: {k['rows']:,} rows, " \
                    f"{k['ids']:,} distinct event_id, expected {good:,}"
             if bad or k["dead"]:
                 ok = ok and k["dead"] == k["dead_at"] == bad
@@ -520,19 +623,22 @@ def main() -> int:
                 if not args.skip_produce:
                     by_kind = ", ".join(f"{x or '(not a bad-* key)'} {v:,}" for x, v in k["kinds"].items())
                     what += f" ({'by kind as produced' if k['kinds'] == {x: v for x, v in bad_kinds.items() if v} else by_kind})"
+            if r.s3:
+                what += f" (in its mirror; {r.unnamed:,} data objects in the store that no manifest names)"
             print(f"{what}: " + ("OK" if ok else "MISMATCH"))
             if not ok:
                 failed.append(r)
             if r is not c1:
                 ea, eb, da, db = diffs[id(r)]
                 same = ea == eb == da == db == 0
-                print(f"  ({r.label}{f' x{r.workers}' if r.multi else ''}) vs (c{f' x{c1.workers}' if c1.multi else ''}): "
+                print(f"  {r.tag} vs {(r.local or c1).tag}: "
                       f"events {ea:,} / {eb:,} rows only in one (EXCEPT ALL both ways, all columns but ingested_at), "
                       f"dead letters {da:,} / {db:,} (all but failed_at): " + ("IDENTICAL" if same else "DIFFERENT"))
                 if not same and r not in failed:
                     failed.append(r)
 
-        cond = f"N = {n:,} events, {partitions} partition(s), bad share {args.bad_share:g}"
+        cond = f"N = {n:,} events, {partitions} partition(s), bad share {args.bad_share:g}" + (
+            f", over {args.days} day(s)" if args.days != 30 and not args.skip_produce else "")
         print(f"targets ({cond}):")
 
         def target(what: str, got: str, ok: bool | None, why: str = "") -> None:
@@ -555,6 +661,16 @@ def main() -> int:
                    e_rate >= 120_000 if one and abs(args.bad_share - 0.01) < 1e-9 else None,
                    "run with --bad-share 0.01" if not bad else "not 1 partition, 1 worker" if not one
                    else f"bad share {args.bad_share:g}")
+        for r in s3_runs:
+            assert r.local is not None
+            ratio, puts = r.local.seconds / r.seconds, r.requests["PUT"] / max(1, r.batches)
+            target(f"{r.tag} >= 0.8x {r.local.tag}'s events/s", f"{ratio:.2f}x", ratio >= 0.8)
+            target(f"{r.tag} <= 3 PUTs per batch per partition", f"{puts:.2f}", puts <= 3)
+            own = sum(r.objects.get(k, (0, 0))[0] for k in ("_manifests", "events", "dead_letter"))
+            dates = r.objects.get("events", (0, 0))[0] / max(1, r.batches)
+            if puts > 3 and r.requests["PUT"] == own and dates > 1:
+                print(f"    (every PUT is one of the batches' own objects; a batch has one events object per date "
+                      f"it spans, {dates:.1f} here: the topic's events cover {args.days} days; see --days)")  # fmt: skip
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         for bad_run in failed:
             for log in bad_run.logs:
@@ -562,6 +678,8 @@ def main() -> int:
         return 1 if failed else 0
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if s3 is not None:
+            s3.close(keep_server=args.keep_broker)
         if own_broker and not args.keep_broker:
             subprocess.run(BROKER + ["stop"], env=BROKER_ENV, capture_output=True)
 

@@ -26,18 +26,29 @@ Usage: `python bench/rollup.py [--sizes 1e6 5e7] [--dir /var/tmp/spendlake-bench
 published rollups right after the first rollup (~4 GB more at 50M), and a run on the same UTC day
 starts from that copy (the incremental files removed) instead of building and rolling up again;
 a copy made by code with other rollup tables is not used (the events are, rolled up again).
+
+``--s3`` (a SeaweedFS of the bench's own on 127.0.0.1:17333) or ``--s3-lake s3://BUCKET/PREFIX``
+(a store from the AWS environment) also measures the incremental rollup from a lake on S3: the
+history is committed to the store as an S3 lake (each file a batch: its object, then its
+manifest), a serve-like reader pulls a mirror of it (ingest/mirror.py) and starts from the local
+lake's first rollup (the mirror's files are the same paths and bytes, given the same mtimes), and
+each incremental run commits the new file to the store too (timed apart: the writer's side), then
+times ``mirror.pull(published=False)`` + ``Rollup.update`` on the mirror against the local update.
+Target: at most 1.5x.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import statistics
 import sys
 import time
 import zlib
+from contextlib import nullcontext
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -52,6 +63,7 @@ from aggregator.budgets import BudgetUsage, status_table  # noqa: E402
 from aggregator.hierarchy import Hierarchy, parse_hierarchy  # noqa: E402
 from aggregator.metrics import Exporter  # noqa: E402
 from aggregator.rollup import NAMES, PUBLISH_DIR, STATE_DIR, STATE_FILE, Rollup  # noqa: E402
+from bench import s3 as bench_s3  # noqa: E402
 from ingest.schema import EVENT_SCHEMA, LAKE_SCHEMA  # noqa: E402
 from pricing import Catalog, price_table  # noqa: E402
 
@@ -85,6 +97,8 @@ RAW_VIEW_QUERIES = {
     "top_expensive_requests": "SELECT * FROM top_expensive_requests LIMIT 20",
 }
 SLOW_S = 20.0  # a query slower than this in total is not repeated five times
+S3_UPDATE = "S3: incremental update (pull + update)"  # with --s3; target <= 1.5x the local update
+LOCAL_UPDATE = "  of which update (read, dedup, append)"
 
 
 def config() -> dict:
@@ -225,14 +239,93 @@ def prepare(root: Path, n: int, today: date, reuse: bool, hierarchy: Hierarchy) 
     return lake
 
 
-def measure(root: Path, n: int, reuse: bool, incremental_runs: int) -> dict[str, float]:
+def batch_of(path: Path) -> tuple[str, int, int, int, int]:
+    """(stream, partition, first offset, last offset, rows) of a lake file, from its footer."""
+    md = pq.ParquetFile(path).metadata
+    col = {md.schema.column(i).name: i for i in range(md.num_columns)}
+    stats = [md.row_group(g).column(col[name]).statistics for g in range(md.num_row_groups)
+             for name in ("source_topic", "source_partition", "source_offset")]  # fmt: skip
+    topics, partitions, offsets = stats[0::3], stats[1::3], stats[2::3]
+    assert len({s.min for s in topics} | {s.max for s in topics}) == 1, f"{path}: more than one stream"
+    assert len({s.min for s in partitions} | {s.max for s in partitions}) == 1, f"{path}: more than one partition"
+    return (topics[0].min, partitions[0].min, min(s.min for s in offsets), max(s.max for s in offsets),
+            md.num_rows)  # fmt: skip
+
+
+class S3Reader:
+    """A serve-like reader of the same lake on S3: its history committed to the store, a mirror
+    pulled up to it and rolled up (the local lake's first rollup, see ``adopt``); ``incremental``
+    commits one more file to the store, then pulls and rolls it up as serve does."""
+
+    def __init__(self, s3: bench_s3.BenchS3, lake: Path, mirror_root: Path, hierarchy: Hierarchy) -> None:
+        self.url = s3.lake(lake.name)
+        self.store = bench_s3.store(self.url)
+        files = sorted(lake.glob("events/date=*/*.parquet"))
+        t0 = time.perf_counter()
+        for f in files:
+            self.commit(lake, f.relative_to(lake).as_posix())
+        size = sum(f.stat().st_size for f in files)
+        print(f"  S3: history committed to {self.url} in {time.perf_counter() - t0:.1f} s "
+              f"({len(files)} files, {size / 2**20:,.0f} MiB)")  # fmt: skip
+        shutil.rmtree(mirror_root, ignore_errors=True)
+        self.mirror, fetched, seconds = bench_s3.pull(self.url, mirror_root)
+        print(f"  S3: a mirror pulled in {seconds:.1f} s ({fetched:,} objects) into {mirror_root}")
+        self.adopt(lake, files)
+        self.rollup = Rollup(mirror_root, budget_hook=BudgetUsage(hierarchy))
+
+    def commit(self, lake: Path, rel: str) -> int:
+        stream, partition, first, last, rows = batch_of(lake / rel)
+        bench_s3.commit_file(self.store, lake, rel, stream, partition, first, last, rows)
+        return rows
+
+    def adopt(self, lake: Path, files: list[Path]) -> None:
+        """Start from the local lake's first rollup instead of rolling the mirror up again (the
+        same work, already timed): the rollups know a file by (path, size, mtime), and the
+        mirror's files are the same paths and bytes, so they get the local files' mtimes."""
+        root = self.mirror.root
+        for f in files:
+            st = f.stat()
+            os.utime(root / f.relative_to(lake), ns=(st.st_atime_ns, st.st_mtime_ns))
+        (root / STATE_DIR).mkdir(exist_ok=True)
+        shutil.copyfile(lake / STATE_DIR / STATE_FILE, root / STATE_DIR / STATE_FILE)
+        shutil.rmtree(root / PUBLISH_DIR, ignore_errors=True)
+        shutil.copytree(lake / PUBLISH_DIR, root / PUBLISH_DIR)
+
+    def incremental(self, lake: Path, rel: str) -> tuple[float, float, float, float]:
+        """Seconds to commit `rel` (a file of the local lake) to the store, to pull it into the
+        mirror, to roll it up (update) and to publish."""
+        t0 = time.perf_counter()
+        rows = self.commit(lake, rel)
+        t1 = time.perf_counter()
+        fetched = self.mirror.pull(published=False)
+        t2 = time.perf_counter()
+        inc = self.rollup.update(publish=False)
+        t3 = time.perf_counter()
+        self.rollup.publish()
+        t4 = time.perf_counter()
+        assert fetched == 2 and inc.events_added == rows, (fetched, inc)  # its manifest and its file
+        return t1 - t0, t2 - t1, t3 - t2, t4 - t3
+
+    def close(self) -> None:
+        self.rollup.close()
+        shutil.rmtree(self.mirror.root, ignore_errors=True)
+
+    def __enter__(self) -> S3Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def measure(root: Path, n: int, reuse: bool, incremental_runs: int, s3: bench_s3.BenchS3 | None = None) -> dict[str, float]:
     today = datetime.now(UTC).date()
     hierarchy, problems = parse_hierarchy(config())
     assert not problems, problems
     lake = prepare(root, n, today, reuse, hierarchy)
     out: dict[str, float] = {}
-    with Rollup(lake, budget_hook=BudgetUsage(hierarchy)) as r:
-        runs = []
+    reader = S3Reader(s3, lake, root / f"s3-mirror-{n}", hierarchy) if s3 is not None else None
+    with Rollup(lake, budget_hook=BudgetUsage(hierarchy)) as r, reader or nullcontext():
+        runs, s3_runs = [], []
         for k in range(incremental_runs):
             new = make_events(100_000, datetime.now(UTC) - timedelta(hours=1), 3600, np.random.default_rng(11 + k),
                               10**10 + k * 10**6)  # fmt: skip
@@ -245,9 +338,20 @@ def measure(root: Path, n: int, reuse: bool, incremental_runs: int) -> dict[str,
             assert inc.events_added == 100_000, inc
             runs.append((t2 - t0, t1 - t0, t2 - t1))
             print(f"  incremental rollup {k + 1}: {t2 - t0:.2f} s (update {t1 - t0:.2f} s, publish {t2 - t1:.2f} s)")
+            if reader is not None:  # the same file, committed to S3 and rolled up from there
+                commit, pull, update, publish = reader.incremental(lake, f"events/date={today}/llm-usage+0+new+{k}.parquet")
+                s3_runs.append((pull + update, pull, publish, commit))
+                print(f"    from S3: pull {pull:.2f} s + update {update:.2f} s = {pull + update:.2f} s, "
+                      f"{(pull + update) / (t1 - t0):.2f}x the local update (then publish {publish:.2f} s; "
+                      f"the commit to S3 before it {commit:.2f} s)")  # fmt: skip
         out["incremental rollup of 100k events"] = statistics.median(x[0] for x in runs)
-        out["  of which update (read, dedup, append)"] = statistics.median(x[1] for x in runs)
+        out[LOCAL_UPDATE] = statistics.median(x[1] for x in runs)
         out["  of which publish (compact, write Parquet)"] = statistics.median(x[2] for x in runs)
+        if s3_runs:
+            out[S3_UPDATE] = statistics.median(x[0] for x in s3_runs)
+            out["  S3: of which pull (mirror, published=False)"] = statistics.median(x[1] for x in s3_runs)
+            out["  S3: then publish (compact, write Parquet)"] = statistics.median(x[2] for x in s3_runs)
+            out["  S3: commit of the file before (writer's side)"] = statistics.median(x[3] for x in s3_runs)
         n_budgets = len(hierarchy.budgets)
         out[f"budget evaluation ({n_budgets:,} budgets)"] = timed(lambda: status_table(r.con, hierarchy))
         exporter = Exporter(lambda: r.con.cursor(), hierarchy)
@@ -273,10 +377,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reuse", action="store_true",
                    help="keep the lakes and a copy of their first rollup, and start from that copy when it is from today")
     p.add_argument("--incremental-runs", type=int, default=3, help="incremental rollups of 100k events in a row (default 3)")
+    p.add_argument("--s3", action="store_true",
+                   help="also roll the incremental files up from the lake on S3, a SeaweedFS of our own on 127.0.0.1:17333 "
+                        "(data in /var/tmp/spendlake-bench-s3, removed at the end)")  # fmt: skip
+    p.add_argument("--s3-lake", metavar="s3://BUCKET/PREFIX",
+                   help="as --s3, on this store (endpoint and credentials from the AWS environment); "
+                        "a fresh prefix under it, deleted at the end")  # fmt: skip
     args = p.parse_args(argv)
+    if args.s3 and args.s3_lake:
+        p.error("--s3 starts a store of its own; --s3-lake names one: not both")
     root = Path(args.dir)
     root.mkdir(parents=True, exist_ok=True)
-    results = {int(n): measure(root, int(n), args.reuse, args.incremental_runs) for n in args.sizes}
+    s3 = None
+    try:
+        if args.s3 or args.s3_lake:
+            s3 = bench_s3.BenchS3.existing(args.s3_lake) if args.s3_lake else bench_s3.BenchS3.own()
+            print(s3.how)
+        results = {int(n): measure(root, int(n), args.reuse, args.incremental_runs, s3) for n in args.sizes}
+    finally:
+        if s3 is not None:
+            s3.close()
     sizes = list(results)
     names = list(results[sizes[0]])
     print(f"\n{'ms (median)':48}" + "".join(f"{n:>14,}" for n in sizes) + (f"{'ratio':>10}" if len(sizes) > 1 else ""))
@@ -288,6 +408,10 @@ def main(argv: list[str] | None = None) -> int:
     slow = [f"{name} ({results[sizes[-1]][name] * 1000:.0f} ms)" for name in names
             if name.startswith(("dashboard:", "view:")) and name not in raw and results[sizes[-1]][name] > 0.1]  # fmt: skip
     print(f"\ndashboard queries and rollup views over 100 ms at {sizes[-1]:,} events: {', '.join(slow) or 'none'}")
+    for n in sizes if s3 is not None else []:
+        s3_ratio = results[n][S3_UPDATE] / results[n][LOCAL_UPDATE]
+        print(f"incremental update from S3 (pull + update) / local update at {n:,} events: {s3_ratio:.2f}x "
+              f"(target <= 1.5x: {'met' if s3_ratio <= 1.5 else 'MISSED'})")  # fmt: skip
     if not (args.keep or args.reuse):
         for n in sizes:
             shutil.rmtree(root / f"lake-{n}", ignore_errors=True)
