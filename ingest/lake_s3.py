@@ -42,6 +42,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -97,6 +98,7 @@ class S3Lake:
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._lock = threading.Lock()
         self._outage_since: float | None = None
+        self._pool = ThreadPoolExecutor(4, thread_name_prefix="lake-put")
 
     # --- what the lake holds -------------------------------------------------------------
 
@@ -160,7 +162,9 @@ class S3Lake:
                "files": list(manifest.files), "rows": manifest.rows, "dead_letters": manifest.dead_letters,
                "committed_at": time.time(), "attempt": token}  # fmt: skip
         body = json.dumps(doc).encode()
-        for rel, data in blobs:
+        if len(blobs) > 1:  # several dates, or dead letters: the data PUTs go at once
+            list(self._pool.map(lambda b: self._retrying(lambda: self.store.put(*b)), blobs))
+        for rel, data in blobs[:1] if len(blobs) == 1 else []:
             self._retrying(lambda rel=rel, data=data: self.store.put(rel, data))
         key = manifest_key(stream, partition, first)
         created = self._retrying(lambda: self.store.create(key, body))

@@ -18,13 +18,20 @@ from ingest.objectstore import ObjectStore, S3Location, parse_lake
 log = logging.getLogger("spendlake")
 
 
+_STORES: dict[tuple[S3Location, str], ObjectStore] = {}
+
+
 def store_of(cfg: Any) -> ObjectStore | None:
-    """The object store of `[lake] path`, or None for a local lake. Raises ValueError (one line)
-    for a URL spendlake cannot write."""
+    """The object store of `[lake] path`, or None for a local lake; one per lake and process (a
+    boto3 client costs ~0.15 s to build, and one client counts all the requests). Raises
+    ValueError (one line) for a URL spendlake cannot write."""
     where = parse_lake(cfg.get("lake", "path"))
     if not isinstance(where, S3Location):
         return None
-    return ObjectStore(where, cfg.get("lake", "endpoint_url") or None)
+    endpoint = cfg.get("lake", "endpoint_url") or ""
+    if (where, endpoint) not in _STORES:
+        _STORES[(where, endpoint)] = ObjectStore(where, endpoint or None)
+    return _STORES[(where, endpoint)]
 
 
 def local_path(cfg: Any) -> str:
