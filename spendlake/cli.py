@@ -373,7 +373,6 @@ def require_lake(path: str, origin: str) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.lake import Lake
     from ingest.pipeline import Pipeline
     cfg = settings_mod.load(args.config).with_overrides(
         {

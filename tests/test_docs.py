@@ -18,10 +18,7 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
