@@ -208,16 +208,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("apscheduler").setLevel(logging.WARNING if not args.verbose else logging.INFO)
     try:
         mirror = _mirror_remote_lake(args)
-        if mirror is not None:
-            started = time.time()
-            code = _run_verb(args)
-            _push_remote_lake(args, mirror, started)
-            return code
-        if _reads_lake(args):
+        if mirror is None and _reads_lake(args):
             cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
             require_lake(cfg.get("lake", "path"), _lake_origin(args, cfg))
-        return _run_verb(args)
+        started = time.time()
+        code = _run_verb(args)
+        if mirror is not None:
+            _push_remote_lake(args, mirror, started)
+        return code
     except settings_mod.ConfigError as exc:
+        sys.stderr.write(f"spendlake: {exc}\n")
+        return EXIT_USAGE
+    except KafkaFailure as exc:  # refused credentials, an untrusted certificate: no retry helps
         sys.stderr.write(f"spendlake: {exc}\n")
         return EXIT_USAGE
     except SpendlakeError as exc:
@@ -261,63 +263,52 @@ def _push_remote_lake(args: argparse.Namespace, mirror: Any, started: float) -> 
 
 
 def _run_verb(args: argparse.Namespace) -> int:
-    try:
-        if args.verb == "ingest":
-            return cmd_ingest(args)
-        if args.verb == "price":
-            from spendlake.price_cmd import run as run_price
+    """The verb's command (errors are reported by main, in one line)."""
+    if args.verb == "ingest":
+        return cmd_ingest(args)
+    if args.verb == "price":
+        from spendlake.price_cmd import run as run_price
 
-            cfg = settings_mod.load(args.config).with_overrides(
-                {("pricing", "catalog"): args.catalog or ("builtin" if args.lake is None and args.config is None else None),
-                 ("pricing", "policy"): args.policy, ("lake", "path"): args.lake}  # fmt: skip
-            )
-            catalog, policy, overrides = _pricing(cfg)
-            return run_price(catalog, policy, overrides, sys.stdin.buffer, sys.stdout.buffer)
-        if args.verb == "pricing":
-            from spendlake import pricing_cmd
+        cfg = settings_mod.load(args.config).with_overrides(
+            {("pricing", "catalog"): args.catalog or ("builtin" if args.lake is None and args.config is None else None),
+             ("pricing", "policy"): args.policy, ("lake", "path"): args.lake}  # fmt: skip
+        )
+        catalog, policy, overrides = _pricing(cfg)
+        return run_price(catalog, policy, overrides, sys.stdin.buffer, sys.stdout.buffer)
+    if args.verb == "pricing":
+        from spendlake import pricing_cmd
 
-            cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
-            if args.pricing_verb == "import":
-                return pricing_cmd.cmd_import(args.source, cfg.get("lake", "path"))
-            return pricing_cmd.cmd_unpriced(cfg.get("lake", "path"), args.since, args.format)
-        if args.verb == "reprice":
-            return cmd_reprice(args)
-        if args.verb == "serve":
-            return cmd_serve(args)
-        if args.verb == "rollup":
-            return cmd_rollup(args)
-        if args.verb == "retention":
-            return cmd_retention(args)
-        if args.verb == "budgets":
-            from spendlake.budgets_cmd import run as run_budgets
+        cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+        if args.pricing_verb == "import":
+            return pricing_cmd.cmd_import(args.source, cfg.get("lake", "path"))
+        return pricing_cmd.cmd_unpriced(cfg.get("lake", "path"), args.since, args.format)
+    if args.verb == "reprice":
+        return cmd_reprice(args)
+    if args.verb == "serve":
+        return cmd_serve(args)
+    if args.verb == "rollup":
+        return cmd_rollup(args)
+    if args.verb == "retention":
+        return cmd_retention(args)
+    if args.verb == "budgets":
+        from spendlake.budgets_cmd import run as run_budgets
 
-            cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
-            return run_budgets(cfg, args.at, args.format, sys.stdout)
-        if args.verb == "query":
-            return cmd_query(args)
-        if args.verb == "alerts":
-            from spendlake import alerts_cmd
+        cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
+        return run_budgets(cfg, args.at, args.format, sys.stdout)
+    if args.verb == "query":
+        return cmd_query(args)
+    if args.verb == "alerts":
+        from spendlake import alerts_cmd
 
-            return alerts_cmd.run(args)
-        if args.verb == "report":
-            from spendlake import report_cmd
+        return alerts_cmd.run(args)
+    if args.verb == "report":
+        from spendlake import report_cmd
 
-            return report_cmd.run(args)
-        if args.verb == "demo":
-            from spendlake.demo import run as run_demo
+        return report_cmd.run(args)
+    if args.verb == "demo":
+        from spendlake.demo import run as run_demo
 
-            return run_demo(args.events, args.lake, args.no_kafka, args.bootstrap_servers, args.keep_broker)
-    except settings_mod.ConfigError as exc:
-        sys.stderr.write(f"spendlake: {exc}\n")
-        return EXIT_USAGE
-    except KafkaFailure as exc:  # refused credentials, an untrusted certificate: no retry helps
-        sys.stderr.write(f"spendlake: {exc}\n")
-        return EXIT_USAGE
-    except SpendlakeError as exc:
-        sys.stderr.write(f"spendlake: {exc}\n")
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        return EXIT_FAILURE
+        return run_demo(args.events, args.lake, args.no_kafka, args.bootstrap_servers, args.keep_broker)
     raise AssertionError(f"unhandled verb {args.verb}")
 
 

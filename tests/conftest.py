@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -267,6 +268,27 @@ def manifest_count(lake: AnyLake) -> int:
     if isinstance(lake, RemoteLake):
         return lake.manifests()
     return sum(1 for _ in (lake / "_manifests").glob("*/*/*.json")) if (lake / "_manifests").exists() else 0
+
+
+def store_outage(s3: Any, lake: RemoteLake, proc: subprocess.Popen[bytes], log: Path,
+                 during: Any = None) -> None:  # fmt: skip
+    """Kill the S3 server once `lake` has three batches, wait until the ingest `proc` says the
+    store does not answer (it must still run), call `during()`, start the server again, and wait
+    for the ingest to end with exit 0. The server is running again whatever happens."""
+    try:
+        wait_for(lambda: lake.manifests() >= 3, 120, "the first batches")
+        s3.kill()
+        wait_for(lambda: b"does not answer" in log.read_bytes(), 60, "ingest to notice the outage")
+        if during is not None:
+            during()
+        assert proc.poll() is None, log.read_text()
+        s3.start()
+        assert proc.wait(300) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        if not s3.running():
+            s3.start()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import AnyLake, Broker, RemoteLake, dead_rows, events_bytes, lake_rows, manifest_count, spendlake, spendlake_bg, wait_for
+from conftest import AnyLake, Broker, RemoteLake, store_outage, dead_rows, events_bytes, lake_rows, manifest_count, spendlake, spendlake_bg, wait_for
 
 # the whole exactly-once suite runs once per Kafka client (conftest.KAFKA_CLIENTS)
 pytestmark = [pytest.mark.kafka, pytest.mark.usefixtures("kafka_client")]
@@ -250,20 +250,12 @@ def test_the_s3_store_stopped_mid_stream(kafka: Broker, topic_name: str, tmp_pat
     log = tmp_path / "ingest.log"
     proc = spendlake_bg(*ingest_args(kafka, topic_name, s3_lake, "--batch-records", "1000", "--batch-age", "0.5",
                                      "--exit-when-idle", "10", "--quiet"), log=log)  # fmt: skip
-    try:
-        wait_for(lambda: s3_lake.manifests() >= 3, 120, "the first batches")
-        s3.kill()
+
+    def meanwhile() -> None:
         kafka.produce(topic_name, events_bytes(10_000, start=30_000))
-        wait_for(lambda: b"does not answer" in log.read_bytes(), 60, "ingest to notice the outage")
         time.sleep(20)  # longer than the idle time: an outage of the store is not idleness either
-        assert proc.poll() is None, log.read_text()
-        s3.start()
-        assert proc.wait(300) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        if not s3.running():
-            s3.start()
+
+    store_outage(s3, s3_lake, proc, log, during=meanwhile)
     assert "answers again" in log.read_text()
     assert_exactly_once(s3_lake, kafka, topic_name, log.read_bytes())
     assert lake_rows(s3_lake, "select count(distinct event_id) from ev") == [(40_000,)]

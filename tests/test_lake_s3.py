@@ -5,7 +5,6 @@ the store stopping mid-commit. The Kafka exactly-once suite runs on S3 too (test
 from __future__ import annotations
 
 import json
-import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from conftest import RemoteLake, event, lake_rows, spendlake, spendlake_bg, wait_for
+from conftest import RemoteLake, event, lake_rows, spendlake, spendlake_bg, store_outage
 from ingest.errors import LakeConflict
 from ingest.lake_s3 import S3Lake
 from ingest.mirror import Mirror
@@ -147,18 +146,7 @@ def test_the_store_stopped_mid_commit(s3: Any, s3_lake: RemoteLake, tmp_path: Pa
     src.write_bytes(b"".join(json.dumps(event(i)).encode() + b"\n" for i in range(60_000)))
     log = tmp_path / "ingest.log"
     proc = spendlake_bg("ingest", "--source", str(src), "--lake", str(s3_lake), "--batch-records", "500", log=log)
-    try:
-        wait_for(lambda: s3_lake.manifests() >= 3, 120, "the first batches")
-        s3.kill()
-        wait_for(lambda: b"does not answer" in log.read_bytes(), 60, "ingest to notice the outage")
-        assert proc.poll() is None, log.read_text()
-        s3.start()
-        assert proc.wait(300) == 0, log.read_text()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        if not s3.running():
-            s3.start()
+    store_outage(s3, s3_lake, proc, log)
     text = log.read_text()
     assert text.count("does not answer") == 1, text
     assert "answers again" in text

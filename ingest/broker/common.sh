@@ -1,6 +1,7 @@
 # Shared by kafka-local.sh and kafka-secure.sh (sourced, not run): starting, waiting for and
-# stopping one broker process. The caller sets HERE, JAVA, HEAP, CP, LOGS, OUT, PIDF, CONF and
-# defines say() and answers() (exit 0 once the broker serves a request on its client listener).
+# stopping one broker process; s3-local.sh takes running() and stop() from here too. The caller
+# sets HERE, JAVA, HEAP, CP, LOGS, OUT, PIDF, CONF and defines say() and answers() (exit 0 once
+# the broker serves a request on its client listener).
 
 tool() { "$JAVA" -Xmx256m -Dlog4j2.configurationFile="$HERE/tools-log4j2.properties" -cp "$CP" "$@"; }
 running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }

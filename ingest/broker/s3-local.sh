@@ -39,7 +39,9 @@ DATA="$RUN/data"; LOGS="$RUN/logs"; PIDF="$RUN/weed.pid"; OUT="$LOGS/weed.out"
 ENDPOINT="http://127.0.0.1:$PORT"
 
 say() { echo "s3-local: $*" >&2; }
-running() { [ -f "$PIDF" ] && kill -0 "$(cat "$PIDF")" 2>/dev/null; }
+# running() and stop() (SIGTERM: weed shuts its gateway, filer, volume and master down in order;
+# SIGKILL after 30 s) are the brokers' own.
+. "$(cd "$(dirname "$0")" && pwd)/common.sh"
 
 build() {
   if [ -x "$BIN" ]; then echo "$BIN"; return 0; fi
@@ -113,16 +115,6 @@ start() {
 # weed's gRPC unix sockets are named after the ports, in /tmp; a clean stop removes them, a kill
 # leaves them (harmless: the next start replaces them).
 rm_sockets() { for i in 0 1 2 3 4; do rm -f /tmp/seaweedfs-*-grpc-$((PORT + 10000 + i)).sock; done; }
-
-# SIGTERM (weed shuts its gateway, filer, volume and master down in order), up to 30 s, then SIGKILL.
-stop() {
-  running || { rm -f "$PIDF"; return 0; }
-  local pid; pid="$(cat "$PIDF")"
-  kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$PIDF"; say "stopped"
-}
 
 case "${1:-}" in
   build) build ;;
