@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from ingest.errors import LakeConflict, PipelineFailure
 
+MANIFESTS = "_manifests"  # the folder of the manifests, on every kind of lake
 STRAY_TEMP_AGE_S = 600  # a temp file this old with no manifest is from a dead writer
 
 # How events files are encoded, measured with bench/ingest.py (1M events in 52 files of ~19k
@@ -136,6 +137,12 @@ class Manifest:
     dead_letters: int
 
 
+def manifest_from_doc(doc: dict[str, Any]) -> Manifest:
+    """A manifest document (local or object-store lake) as a Manifest."""
+    return Manifest(doc["stream"], doc["partition"], doc["first"], doc["last"], tuple(doc["files"]),
+                    doc["rows"], doc["dead_letters"])  # fmt: skip
+
+
 def data_name(stream: str, partition: int, first: int, last: int) -> str:
     return f"{stream}+{partition}+{first:020d}+{last:020d}.parquet"
 
@@ -148,6 +155,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def write_json_durably(path: Path, doc: dict[str, Any]) -> None:
+    """Replace `path` with `doc` as JSON atomically and durably: temp file, fsync, rename, fsync
+    of the directory."""
+    tmp = path.parent / f".{path.name}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(json.dumps(doc).encode())
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
 class Lake:
     """A lake directory. Safe to use from several processes at once (one writer per partition
     at a time is enforced by a lock file and the manifest check)."""
@@ -156,7 +175,7 @@ class Lake:
         self.root = Path(root)
         self.events_dir = self.root / "events"
         self.dead_dir = self.root / "dead_letter"
-        self.manifest_dir = self.root / "_manifests"
+        self.manifest_dir = self.root / MANIFESTS
         for d in (self.events_dir, self.dead_dir, self.manifest_dir):
             d.mkdir(parents=True, exist_ok=True)
 
@@ -287,12 +306,9 @@ class Lake:
         lasts = [int(p.stem.split("-")[1]) for p in mdir.glob("*.json")]
         return max(lasts) if lasts else None
 
-    def _read_manifest(self, path: Path) -> Manifest:
-        doc = json.loads(path.read_bytes())
-        return Manifest(
-            doc["stream"], doc["partition"], doc["first"], doc["last"],
-            tuple(doc["files"]), doc["rows"], doc["dead_letters"],
-        )  # fmt: skip
+    @staticmethod
+    def _read_manifest(path: Path) -> Manifest:
+        return manifest_from_doc(json.loads(path.read_bytes()))
 
     @contextmanager
     def _locked(self, mdir: Path) -> Iterator[None]:
@@ -322,14 +338,7 @@ class Lake:
             "files": list(m.files), "temps": [str(t.relative_to(self.root)) for t, _ in staged],
             "rows": m.rows, "dead_letters": m.dead_letters, "committed_at": time.time(),
         }  # fmt: skip
-        final = mdir / f"{m.first:020d}-{m.last:020d}.json"
-        tmp = mdir / f".{final.name}.tmp"
-        with open(tmp, "wb") as fh:
-            fh.write(json.dumps(doc).encode())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, final)
-        _fsync_dir(mdir)
+        write_json_durably(mdir / f"{m.first:020d}-{m.last:020d}.json", doc)
 
     @staticmethod
     def _publish(staged: list[tuple[Path, Path]]) -> None:

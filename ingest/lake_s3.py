@@ -43,7 +43,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +51,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.errors import LakeConflict, PipelineFailure
-from ingest.lake import Manifest, _split_by_date, data_name, write_options
+from ingest.lake import MANIFESTS, Manifest, _split_by_date, data_name, manifest_from_doc, write_options
+from ingest.mirror import write_local_batch
 from ingest.objectstore import ObjectStore, StoreUnavailable
 
 log = logging.getLogger("spendlake.lake")
 
-MANIFESTS = "_manifests"
 OUTAGE_RETRY_MAX_S = 10.0
 
 
@@ -71,11 +70,6 @@ def parquet_bytes(table: pa.Table, *, dead_letters: bool = False) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def parse_manifest(doc: dict[str, Any]) -> Manifest:
-    return Manifest(doc["stream"], doc["partition"], doc["first"], doc["last"], tuple(doc["files"]),
-                    doc["rows"], doc["dead_letters"])  # fmt: skip
-
-
 @dataclass
 class _Partition:
     last_key: str | None = None  # the highest manifest key seen (relative)
@@ -87,8 +81,6 @@ class _Partition:
 
 class S3Lake:
     """A lake on S3 or an S3-compatible store. Safe for many processes on many hosts at once."""
-
-    remote = True
 
     def __init__(self, store: ObjectStore, local_copy: Path | None = None) -> None:
         self.store = store
@@ -117,7 +109,7 @@ class S3Lake:
         for e in self._retrying(lambda: list(self.store.list(f"{MANIFESTS}/{stream}/{partition}/"))):
             doc = self._retrying(lambda e=e: self.store.get(e.rel))
             if doc is not None:
-                out.append(parse_manifest(json.loads(doc)))
+                out.append(manifest_from_doc(json.loads(doc)))
         return sorted(out, key=lambda m: m.first)
 
     def streams(self) -> Iterator[tuple[str, int]]:
@@ -130,11 +122,6 @@ class S3Lake:
         """Nothing to roll forward on object storage (data objects are written at their final
         names; the manifest alone decides). Orphans are swept by the next commit."""
         return 0
-
-    @contextmanager
-    def partition_lock(self, stream: str, partition: int) -> Iterator[None]:
-        raise PipelineFailure("an object-store lake has no partition lock; this operation runs on a local mirror")
-        yield  # pragma: no cover
 
     # --- writing a batch -------------------------------------------------------------------
 
@@ -186,7 +173,7 @@ class S3Lake:
         st.committed.update(rel.rsplit("/", 1)[1] for rel in manifest.files)
         self._sweep(stream, partition, st, manifest)
         if self.local_copy is not None:
-            self._copy_locally(manifest, blobs, doc)
+            write_local_batch(self.local_copy, manifest, blobs, doc)
         return manifest
 
     # --- internals -------------------------------------------------------------------------
@@ -234,12 +221,6 @@ class S3Lake:
             self._retrying(lambda: self.store.delete(sorted(set(doomed))))
             log.info("%s[%d]: deleted %d orphaned data object(s) of an earlier, uncommitted attempt",
                      stream, partition, len(set(doomed)))  # fmt: skip
-
-    def _copy_locally(self, m: Manifest, blobs: list[tuple[str, bytes]], doc: dict[str, Any]) -> None:
-        from ingest.mirror import write_local_batch
-
-        assert self.local_copy is not None
-        write_local_batch(self.local_copy, m, blobs, doc)
 
     def _retrying(self, fn: Any) -> Any:
         """Run a store call; while the store does not answer, wait (with a warning once) and try

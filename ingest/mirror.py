@@ -33,8 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ingest.lake import Manifest
-from ingest.lake_s3 import MANIFESTS
+from ingest.lake import MANIFESTS, Manifest, manifest_from_doc
 from ingest.objectstore import ObjectStore
 
 log = logging.getLogger("spendlake.lake")
@@ -151,9 +150,7 @@ class Mirror:
                         raise FileNotFoundError(f"{self.store.where.url}/{sorted(still)[0]} is named by a "
                                                 f"manifest but does not exist")  # fmt: skip
         for d in docs:  # manifests after their files: a local reader sees a batch whole or not at all
-            m = Manifest(d["stream"], d["partition"], d["first"], d["last"], tuple(d["files"]), d["rows"],
-                         d["dead_letters"])  # fmt: skip
-            _write_atomic(local_manifest_path(self.root, m), json.dumps({**d, "temps": []}).encode())
+            write_local_batch(self.root, manifest_from_doc(d), [], d)
         return len(todo) + len(files)
 
     def _local_firsts(self, prefix: str) -> set[str]:

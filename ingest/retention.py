@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.lake import Lake, _fsync_dir
+from ingest.lake import MANIFESTS, Lake, _fsync_dir, write_json_durably
 
 KINDS = ("events", "dead_letter")
 
@@ -81,13 +81,7 @@ def prune_local(root: str | os.PathLike[str], before: datetime.date, dry_run: bo
                 if dry_run:
                     stats.files += len(dropped)
                     continue
-                tmp = path.parent / f".{path.name}.retention.tmp"
-                with open(tmp, "wb") as fh:
-                    fh.write(json.dumps(doc).encode())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                _fsync_dir(path.parent)
+                write_json_durably(path, doc)
                 for rel in dropped:
                     f = lake.root / rel
                     if f.exists():
@@ -110,7 +104,6 @@ def prune_local(root: str | os.PathLike[str], before: datetime.date, dry_run: bo
 def prune_s3(lake: Any, before: datetime.date, dry_run: bool = False,
              progress: Callable[[int, int], None] | None = None) -> RetentionStats:  # fmt: skip
     """`lake` is an ingest.lake_s3.S3Lake."""
-    from ingest.lake_s3 import MANIFESTS
     from ingest.mirror import change_key
 
     store = lake.store

@@ -15,6 +15,7 @@ from typing import Any
 
 from ingest.clients import KafkaFailure
 from ingest.errors import PipelineFailure, SpendlakeError
+from ingest.objectstore import is_remote
 from spendlake import settings as settings_mod
 from spendlake.progress import Progress, summary
 
@@ -341,7 +342,7 @@ def _lake_origin(args: argparse.Namespace, cfg: settings_mod.Settings) -> str:
 def require_lake(path: str, origin: str) -> None:
     """A usage error (exit 2), in one line naming the path and where it came from, unless ``path``
     holds a lake. Creates nothing."""
-    if path.startswith("s3://"):
+    if is_remote(path):
         return  # an object-store lake is checked where it is opened (spendlake/lakes.py pull, retention)
     root = Path(path)
     if origin:

@@ -89,7 +89,6 @@ def newest_reprice_journal(root: Path, since: float) -> list[str]:
     return out
 
 
-
 def imported_catalog(cfg: Any) -> Any:
     """`[pricing] catalog = "auto"` for an object-store lake: the catalog `pricing import` pushed
     to its `_catalog/` over the builtin one, read from the store (a writer such as `ingest` has
