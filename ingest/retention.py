@@ -91,10 +91,11 @@ def prune_local(root: str | os.PathLike[str], before: datetime.date, dry_run: bo
         for kind in KINDS:
             for d in sorted((lake.root / kind).glob("date=*")):
                 if is_old(f"{kind}/{d.name}/x", before):
-                    for stray in d.glob(".*.tmp"):  # staged files of writers that died long ago
-                        stray.unlink(missing_ok=True)
+                    # Only when empty: a file some manifest still names stays, and so does a
+                    # staged temp (a live writer's late event may be between staging it and its
+                    # manifest; Lake.recover sweeps those of dead writers once they are old).
                     try:
-                        d.rmdir()  # only when empty: a file some manifest still names stays
+                        d.rmdir()
                     except OSError:
                         pass
             _fsync_dir(lake.root / kind)
