@@ -39,8 +39,8 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from ingest.clients import CommitFailed, Consumer, KafkaSettings

@@ -144,12 +144,17 @@ class Service:
                 log.info("published the rollups of %s in %.2f s", ", ".join(days), time.perf_counter() - t0)
         except Exception:
             log.exception("publishing the rollups failed; retrying at the next tick")
-        if self.mirror is not None:
-            try:
-                self.mirror.push(("_rollups", "_alerts"))
-            except Exception as exc:  # the store is down: the next publish pushes what changed
-                log.warning("pushing the published rollups and alerts to %s failed (%s); retrying at the "
-                            "next tick", self.mirror.store.where.url, exc)  # fmt: skip
+        self._push()
+
+    def _push(self) -> None:
+        """What this serve published (`_rollups/`, `_alerts/`) to an object-store lake."""
+        if self.mirror is None:
+            return
+        try:
+            self.mirror.push(("_rollups", "_alerts"))
+        except Exception as exc:  # the store is down: the next publish pushes what changed
+            log.warning("pushing the published rollups and alerts to %s failed (%s); retrying at the "
+                        "next tick", self.mirror.store.where.url, exc)  # fmt: skip
 
     def _pull(self) -> None:
         """Other writers' batches of an object-store lake into the mirror, at most once per
@@ -220,7 +225,8 @@ class Service:
                 self._roll_once()
                 self._publish()
             if self.alerts is not None:
-                self.alerts.stop()
+                self.alerts.stop()  # publishes the outbox a last time, after draining deliveries
+                self._push()
             self.rollup.close()
         if getattr(self, "_server", None) is not None:
             self._server.shutdown()
