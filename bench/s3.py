@@ -137,16 +137,11 @@ def unnamed_objects(url: str, mirror_root: Path) -> int:
 
 def commit_file(s: Any, local_root: Path, rel: str, stream: str, partition: int, first: int, last: int,
                 rows: int) -> None:  # fmt: skip
-    """Commit one local lake file to an S3 lake as a batch of its own, as S3Lake lays a batch out:
-    the data object (these very bytes) at `rel`, then the manifest created at
-    `_manifests/<stream>/<partition>/<first:020d>.json` (the commit point; see ingest/lake_s3.py)."""
-    from ingest.lake_s3 import manifest_key
+    """Commit one local lake file to an S3 lake as a batch of its own, these very bytes, the way
+    S3Lake commits one (ingest/lake_s3.py: the data object, then the manifest's conditional create)."""
+    from ingest.lake_s3 import S3Lake
 
-    s.put(rel, (local_root / rel).read_bytes())
-    doc = {"stream": stream, "partition": partition, "first": first, "last": last, "files": [rel], "rows": rows,
-           "dead_letters": 0, "committed_at": time.time(), "attempt": uuid.uuid4().hex}  # fmt: skip
-    if not s.create(manifest_key(stream, partition, first), json.dumps(doc).encode()):
-        raise RuntimeError(f"{s.where.url}: a manifest for {stream}[{partition}] at {first} exists already")
+    S3Lake(s).commit_objects(stream, partition, first, last, [(rel, (local_root / rel).read_bytes())], rows, 0)
 
 
 # --- what `spendlake ingest` says on its closing line ------------------------------------------

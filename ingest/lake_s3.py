@@ -128,12 +128,6 @@ class S3Lake:
     def commit(self, stream: str, partition: int, first: int, last: int, events: pa.Table,
                events_date: pa.Array | None, dead: pa.Table | None, dead_date: str | None) -> Manifest:  # fmt: skip
         """Make one batch visible atomically; raise LakeConflict if any of its offsets is held."""
-        if first > last:
-            raise ValueError(f"empty offset range {first}..{last}")
-        st = self._part(stream, partition)
-        if st.held is not None and first <= st.held:
-            raise LakeConflict(f"{stream}[{partition}] offsets {first}..{last}: the lake already holds up to "
-                               f"{st.held}; this batch is stale and is discarded")  # fmt: skip
         name = data_name(stream, partition, first, last)
         blobs: list[tuple[str, bytes]] = []
         if events.num_rows:
@@ -142,17 +136,34 @@ class S3Lake:
                 blobs.append((f"events/date={date}/{name}", parquet_bytes(part)))
         if dead is not None and dead.num_rows:
             blobs.append((f"dead_letter/date={dead_date}/{name}", parquet_bytes(dead, dead_letters=True)))
-        manifest = Manifest(stream, partition, first, last, tuple(r for r, _ in blobs), events.num_rows,
-                            0 if dead is None else dead.num_rows)  # fmt: skip
+        return self.commit_objects(stream, partition, first, last, blobs, events.num_rows,
+                                   0 if dead is None else dead.num_rows)  # fmt: skip
+
+    def commit_objects(self, stream: str, partition: int, first: int, last: int, blobs: list[tuple[str, bytes]],
+                       rows: int, dead_letters: int) -> Manifest:  # fmt: skip
+        """`commit` of a batch already encoded: (key, Parquet bytes) of each of its data objects
+        (bench/rollup.py commits a local lake's files, byte for byte, through it)."""
+        if first > last:
+            raise ValueError(f"empty offset range {first}..{last}")
+        st = self._part(stream, partition)
+        if st.held is not None and first <= st.held:
+            raise LakeConflict(f"{stream}[{partition}] offsets {first}..{last}: the lake already holds up to "
+                               f"{st.held}; this batch is stale and is discarded")  # fmt: skip
+        manifest = Manifest(stream, partition, first, last, tuple(r for r, _ in blobs), rows, dead_letters)
         token = uuid.uuid4().hex
         doc = {"stream": stream, "partition": partition, "first": first, "last": last,
-               "files": list(manifest.files), "rows": manifest.rows, "dead_letters": manifest.dead_letters,
+               "files": list(manifest.files), "rows": rows, "dead_letters": dead_letters,
                "committed_at": time.time(), "attempt": token}  # fmt: skip
         body = json.dumps(doc).encode()
+
+        def put(blob: tuple[str, bytes]) -> None:
+            self._retrying(lambda: self.store.put(*blob))
+
         if len(blobs) > 1:  # several dates, or dead letters: the data PUTs go at once
-            list(self._pool.map(lambda b: self._retrying(lambda: self.store.put(*b)), blobs))
-        for rel, data in blobs[:1] if len(blobs) == 1 else []:
-            self._retrying(lambda rel=rel, data=data: self.store.put(rel, data))
+            list(self._pool.map(put, blobs))
+        else:
+            for blob in blobs:
+                put(blob)
         key = manifest_key(stream, partition, first)
         created = self._retrying(lambda: self.store.create(key, body))
         if not created:
