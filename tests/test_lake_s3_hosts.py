@@ -4,6 +4,7 @@ directory, temp directory, mirror and state, sharing nothing but Kafka and the S
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,13 +77,18 @@ def test_two_ingest_hosts_and_serve_on_a_third(kafka: Broker, topic_name: str, s
     procs: list[subprocess.Popen[bytes]] = [serve]
     try:
         port = metrics_port(serve_host.home / "log")
-        t = threading.Thread(target=producer)
-        t.start()
         hosts = [Host(f"ingest-{i}", tmp_path) for i in range(2)]
         args = ["ingest", "--bootstrap-servers", kafka.bootstrap, "--topic", topic_name, "--group", f"g-{topic_name}",
                 "--lake", str(s3_lake), "--batch-records", "1000", "--batch-age", "0.5", "--quiet"]  # fmt: skip
         workers = [h.start(*args, SPENDLAKE_KAFKA_GROUP_INSTANCE_ID=f"{h.name}-0") for h in hosts]
         procs += workers
+        # Both members hold partitions before the traffic starts: otherwise the first to join
+        # may land all 30k events before the second's join has rebalanced the group, and the
+        # test would not show two hosts sharing the lake.
+        for h in hosts:
+            wait_for(lambda h=h: "resuming" in h.log() or "earliest" in h.log(), 120, f"{h.name} to be assigned")
+        t = threading.Thread(target=producer)
+        t.start()
         t.join(300)
         stop.set()
         total = sent[0]
@@ -91,8 +97,11 @@ def test_two_ingest_hosts_and_serve_on_a_third(kafka: Broker, topic_name: str, s
         for w in workers:
             w.send_signal(signal.SIGTERM)
             assert w.wait(60) == 0
-        for h in hosts:  # both took part: each committed batches
-            assert "resuming" in h.log() or "earliest" in h.log(), h.log()
+        landed = [re.search(r"done \(.*\): ([\d,]+) events landed in ([\d,]+) batches", h.log()) for h in hosts]
+        assert all(landed), [h.log() for h in hosts]
+        counts = [(int(m.group(1).replace(",", "")), int(m.group(2).replace(",", ""))) for m in landed if m]
+        assert all(batches > 0 for _, batches in counts), counts  # both hosts took part
+        assert sum(events for events, _ in counts) == total  # and none landed an event the other did
         truth = lake_rows(s3_lake, "select count(*), count(distinct event_id), sum(cost_usd) from ev")[0]
         assert truth[:2] == (total, total)
         # serve, on its own host, sees what the others landed (its mirror follows the manifests)
