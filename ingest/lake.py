@@ -143,6 +143,18 @@ def manifest_from_doc(doc: dict[str, Any]) -> Manifest:
                     doc["rows"], doc["dead_letters"])  # fmt: skip
 
 
+def manifest_doc(m: Manifest, **extra: Any) -> dict[str, Any]:
+    """A Manifest as its document, stamped now, with what a kind of lake adds (a local lake's
+    `temps`, an object-store lake's `attempt`)."""
+    return {"stream": m.stream, "partition": m.partition, "first": m.first, "last": m.last, "files": list(m.files),
+            "rows": m.rows, "dead_letters": m.dead_letters, "committed_at": time.time(), **extra}  # fmt: skip
+
+
+def manifest_file(m: Manifest) -> str:
+    """A local lake's manifest name (in `_manifests/<stream>/<partition>/`): its offset range."""
+    return f"{m.first:020d}-{m.last:020d}.json"
+
+
 def data_name(stream: str, partition: int, first: int, last: int) -> str:
     return f"{stream}+{partition}+{first:020d}+{last:020d}.parquet"
 
@@ -333,12 +345,8 @@ class Lake:
         return tmp, directory / name
 
     def _write_manifest(self, mdir: Path, m: Manifest, staged: list[tuple[Path, Path]]) -> None:
-        doc = {
-            "stream": m.stream, "partition": m.partition, "first": m.first, "last": m.last,
-            "files": list(m.files), "temps": [str(t.relative_to(self.root)) for t, _ in staged],
-            "rows": m.rows, "dead_letters": m.dead_letters, "committed_at": time.time(),
-        }  # fmt: skip
-        write_json_durably(mdir / f"{m.first:020d}-{m.last:020d}.json", doc)
+        doc = manifest_doc(m, temps=[str(t.relative_to(self.root)) for t, _ in staged])
+        write_json_durably(mdir / manifest_file(m), doc)
 
     @staticmethod
     def _publish(staged: list[tuple[Path, Path]]) -> None:

@@ -51,7 +51,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.errors import LakeConflict, PipelineFailure
-from ingest.lake import MANIFESTS, Manifest, _split_by_date, data_name, manifest_from_doc, write_options
+from ingest.lake import (MANIFESTS, Manifest, _split_by_date, data_name, manifest_doc, manifest_from_doc,
+                         write_options)
 from ingest.mirror import write_local_batch
 from ingest.objectstore import ObjectStore, StoreUnavailable
 
@@ -151,9 +152,7 @@ class S3Lake:
                                f"{st.held}; this batch is stale and is discarded")  # fmt: skip
         manifest = Manifest(stream, partition, first, last, tuple(r for r, _ in blobs), rows, dead_letters)
         token = uuid.uuid4().hex
-        doc = {"stream": stream, "partition": partition, "first": first, "last": last,
-               "files": list(manifest.files), "rows": rows, "dead_letters": dead_letters,
-               "committed_at": time.time(), "attempt": token}  # fmt: skip
+        doc = manifest_doc(manifest, attempt=token)
         body = json.dumps(doc).encode()
 
         def put(blob: tuple[str, bytes]) -> None:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ingest.lake import MANIFESTS, Manifest, manifest_from_doc
+from ingest.lake import MANIFESTS, Manifest, manifest_file, manifest_from_doc
 from ingest.objectstore import ObjectStore
 
 log = logging.getLogger("spendlake.lake")
@@ -66,17 +66,13 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def local_manifest_path(root: Path, m: Manifest) -> Path:
-    return root / MANIFESTS / m.stream / str(m.partition) / f"{m.first:020d}-{m.last:020d}.json"
-
-
 def write_local_batch(root: Path, m: Manifest, blobs: list[tuple[str, bytes]], doc: dict[str, Any]) -> None:
     """A committed batch into a local lake directory: its files first, then its manifest (in the
     local lake's naming, with no temps), so a local reader sees it whole or not at all."""
     for rel, data in blobs:
         _write_atomic(root / rel, data)
     local = {**doc, "temps": []}
-    _write_atomic(local_manifest_path(root, m), json.dumps(local).encode())
+    _write_atomic(root / MANIFESTS / m.stream / str(m.partition) / manifest_file(m), json.dumps(local).encode())
 
 
 class _Progress:
