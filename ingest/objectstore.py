@@ -74,10 +74,6 @@ def parse_lake(path: str) -> S3Location | str:
     return p
 
 
-def is_remote(path: str | os.PathLike[str]) -> bool:
-    return str(path).startswith("s3://")
-
-
 @dataclass(frozen=True)
 class Entry:
     rel: str  # key relative to the lake prefix

@@ -15,7 +15,7 @@ from typing import Any
 
 from ingest.clients import KafkaFailure
 from ingest.errors import PipelineFailure, SpendlakeError
-from ingest.objectstore import is_remote
+from ingest.objectstore import parse_lake
 from spendlake import settings as settings_mod
 from spendlake.progress import Progress, summary
 
@@ -342,8 +342,11 @@ def _lake_origin(args: argparse.Namespace, cfg: settings_mod.Settings) -> str:
 def require_lake(path: str, origin: str) -> None:
     """A usage error (exit 2), in one line naming the path and where it came from, unless ``path``
     holds a lake. Creates nothing."""
-    if is_remote(path):
-        return  # an object-store lake is checked where it is opened (spendlake/lakes.py pull, retention)
+    try:
+        if not isinstance(parse_lake(path), str):
+            return  # an object-store lake is checked where it is opened (spendlake/lakes.py pull, retention)
+    except ValueError as exc:  # a scheme spendlake does not write (gs://, az://, ...)
+        raise settings_mod.ConfigError([str(exc)], "command line") from None
     root = Path(path)
     if origin:
         where = f"{origin}: {path}"

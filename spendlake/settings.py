@@ -98,6 +98,13 @@ class Settings:
     alerting: Alerting = field(default_factory=Alerting)  # [alerts], [[channels]], [[reports]]
     kafka_override: bool = False  # SPENDLAKE_KAFKA_BOOTSTRAP_SERVERS is set (serve consumes Kafka)
 
+    def __post_init__(self) -> None:
+        # `file:///srv/lake` is the local lake /srv/lake, for every command, from the file, the
+        # environment or --lake alike (an s3:// URL stays a URL: spendlake/lakes.py opens it)
+        path = self.values.get(("lake", "path"))
+        if isinstance(path, str) and path.startswith("file://"):
+            self.values[("lake", "path")] = path[len("file://"):]
+
     @property
     def kafka_configured(self) -> bool:
         """serve consumes Kafka when a [kafka] section or a bootstrap override says so; without

@@ -121,3 +121,33 @@ def test_readers_work_on_a_real_lake_and_leave_it_a_lake(tmp_path: Path) -> None
         extra = ["--format", "md"] if name == "report" else []
         r = run(tmp_path, *args, *extra, "--lake", str(lake))
         assert r.returncode == 0, (name, r.stderr)
+
+
+def test_a_file_url_is_the_local_lake_for_every_command(tmp_path: Path) -> None:
+    """`file:///path` names the local lake /path wherever a lake path is taken (a reader used to
+    look for a directory literally named `file:`)."""
+    lake = tmp_path / "lake"
+    src = tmp_path / "e.jsonl"
+    src.write_text('{"event_id":"e1","timestamp":1764331200000,"provider":"openai","model":"gpt-4o",'
+                   '"input_tokens":1000,"output_tokens":200,"virtual_key":"vk-a"}\n')  # fmt: skip
+    r = run(tmp_path, "ingest", "--source", str(src), "--lake", f"file://{lake}", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert (lake / "_manifests").is_dir()
+    r = run(tmp_path, "query", "SELECT count(*) FROM request_log", "--format", "csv",
+            env={"SPENDLAKE_LAKE_PATH": f"file://{lake}"})  # fmt: skip
+    assert r.returncode == 0 and r.stdout.split() == ["count_star()", "1"], (r.stdout, r.stderr)
+    for name, args in READERS.items():  # retention last: it drops the event's day
+        extra = ["--format", "md"] if name == "report" else []
+        r = run(tmp_path, *args, *extra, "--lake", f"file://{lake}")
+        assert r.returncode == 0, (name, r.stderr)
+    assert not (tmp_path / "file:").exists()
+
+
+@pytest.mark.parametrize("name", [*READERS, "ingest"])
+def test_a_store_spendlake_does_not_write_is_one_line_naming_what_it_does(tmp_path: Path, name: str) -> None:
+    args = ["ingest", "--source", "-"] if name == "ingest" else READERS[name]
+    r = run(tmp_path, *args, "--lake", "gs://bucket/lake")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    line = one_line(r.stderr)
+    assert "[lake] path: got 'gs://bucket/lake'" in line and "s3://BUCKET/PREFIX" in line, line
+    assert tree(tmp_path) == set()
