@@ -102,12 +102,11 @@ def prune_local(root: str | os.PathLike[str], before: datetime.date, dry_run: bo
     return stats
 
 
-def prune_s3(lake: Any, before: datetime.date, dry_run: bool = False,
+def prune_s3(store: Any, before: datetime.date, dry_run: bool = False,
              progress: Callable[[int, int], None] | None = None) -> RetentionStats:  # fmt: skip
-    """`lake` is an ingest.lake_s3.S3Lake."""
+    """`store` is the lake's ingest.objectstore.ObjectStore."""
     from ingest.mirror import change_key
 
-    store = lake.store
     stats = RetentionStats()
     keys = [e.rel for e in store.list(f"{MANIFESTS}/")]
     removed: list[str] = []

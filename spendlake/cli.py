@@ -242,12 +242,9 @@ def _mirror_remote_lake(args: argparse.Namespace) -> Any:
     from spendlake import lakes
 
     cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
-    try:
-        if lakes.store_of(cfg) is None:
-            return None
-        mirror = lakes.pull(cfg, require=_reads_lake(args))
-    except ValueError as exc:
-        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    if lakes.store_of(cfg) is None:
+        return None
+    mirror = lakes.pull(cfg, require=_reads_lake(args))
     args.lake = str(mirror.root)
     return mirror
 
@@ -398,10 +395,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     limits = _limits(cfg)
     from spendlake import lakes
 
-    try:
-        lake = lakes.open_writer(cfg)
-    except ValueError as exc:
-        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    lake = lakes.open_writer(cfg)
     # Buffers hold ~10^5 live tuples; CPython's generational GC would rescan them thousands of
     # times per batch (half the decode cost, measured). Nothing on this path makes cycles that
     # matter, so collection runs once per flush instead (Pipeline.flush).
@@ -514,22 +508,16 @@ def cmd_retention(args: argparse.Namespace) -> int:
     from spendlake import lakes
 
     cfg = settings_mod.load(args.config).with_overrides({("lake", "path"): args.lake})
-    try:
-        store = lakes.store_of(cfg)
-    except ValueError as exc:
-        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    store = lakes.store_of(cfg)
     if store is None:
         stats = retention.prune_local(lakes.local_path(cfg), args.before, args.dry_run)
         where = lakes.local_path(cfg)
     else:
-        from ingest.lake_s3 import S3Lake
         from spendlake.pricing_cmd import ProgressBar
 
-        if not store.exists():
-            raise settings_mod.ConfigError([f"[lake] path {store.where.url}: no lake there"], "command line")
-
+        lakes.require_remote(store)
         bar = ProgressBar("reading manifests", unit="manifests")
-        stats = retention.prune_s3(S3Lake(store), args.before, args.dry_run, progress=bar)
+        stats = retention.prune_s3(store, args.before, args.dry_run, progress=bar)
         bar.done()
         where = store.where.url
     days = sorted(stats.days)
@@ -589,7 +577,6 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from ingest.consumer import KafkaIngestor
-    from ingest.lake import Lake
     from ingest.pipeline import Pipeline
     from ingest.spool import Spool
     from ingest.spool_source import SpoolIngestor
@@ -623,10 +610,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     assert hierarchy is not None
     from spendlake import lakes
 
-    try:
-        store = lakes.store_of(cfg)
-    except ValueError as exc:
-        raise settings_mod.ConfigError([str(exc)], "command line") from None
+    store = lakes.store_of(cfg)
     mirror = None
     if store is None:
         lake_path = lakes.local_path(cfg)
@@ -655,7 +639,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                       minute_retention_days=cfg.get("aggregator", "minute_retention_days"),
                       mirror=mirror)  # fmt: skip
     limits = _limits(cfg)
-    writer = Lake(lake_path) if mirror is None else lakes.open_writer(cfg, local_copy=mirror.root)
+    writer = lakes.open_writer(cfg, local_copy=None if mirror is None else mirror.root)
     pipeline = Pipeline(writer, catalog, limits=limits, pricing_policy=policy, overrides=overrides,
                         enrich=hierarchy.fill, on_written=service.after_flush,
                         otlp_names=cfg.intake_names())  # fmt: skip

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.objectstore import ObjectStore, S3Location, parse_lake
+from spendlake.settings import ConfigError
 
 log = logging.getLogger("spendlake")
 
@@ -23,9 +24,12 @@ _STORES: dict[tuple[S3Location, str], ObjectStore] = {}
 
 def store_of(cfg: Any) -> ObjectStore | None:
     """The object store of `[lake] path`, or None for a local lake; one per lake and process (a
-    boto3 client costs ~0.15 s to build, and one client counts all the requests). Raises
-    ValueError (one line) for a URL spendlake cannot write."""
-    where = parse_lake(cfg.get("lake", "path"))
+    boto3 client costs ~0.15 s to build, and one client counts all the requests). A URL
+    spendlake cannot write is a ConfigError (one line)."""
+    try:
+        where = parse_lake(cfg.get("lake", "path"))
+    except ValueError as exc:
+        raise ConfigError([str(exc)], "command line") from None
     if not isinstance(where, S3Location):
         return None
     endpoint = cfg.get("lake", "endpoint_url") or ""
@@ -59,15 +63,21 @@ def open_writer(cfg: Any, local_copy: Path | None = None) -> Any:
     return S3Lake(store, local_copy=local_copy)
 
 
+def require_remote(store: ObjectStore) -> None:
+    """A ConfigError (one line) unless the store's prefix holds a lake."""
+    if not store.exists():
+        raise ConfigError([f"[lake] path {store.where.url}: no lake there (the prefix holds nothing"
+                           + (f" at {store.endpoint})" if store.endpoint else ")")], "command line")  # fmt: skip
+
+
 def pull(cfg: Any, *, require: bool) -> Any:
     """For an object-store lake: its mirror, brought up to date (with a line on stderr when it
     fetched anything). None for a local lake."""
     store = store_of(cfg)
     if store is None:
         return None
-    if require and not store.exists():
-        raise ValueError(f"[lake] path {store.where.url}: no lake there (the prefix holds nothing"
-                              + (f" at {store.endpoint})" if store.endpoint else ")"))  # fmt: skip
+    if require:
+        require_remote(store)
     mirror = mirror_of(cfg, store)
     t0 = time.monotonic()
     n = mirror.pull()
